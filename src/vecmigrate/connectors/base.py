@@ -1,0 +1,189 @@
+"""The connector contract.
+
+A connector is one class per system. The required part is small: ``describe``, ``scan``,
+``count``, ``create`` and ``upsert``. The rest has defaults here or is declared impossible in
+``capabilities`` (read by the planner, the schema mapper and the conformance tests; nothing
+probes by catching errors).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from vecmigrate.errors import Unsupported
+from vecmigrate.spec import CollectionSpec, MetadataType, Metric
+from vecmigrate.uri import ConnectorURI
+
+ALL_METADATA = frozenset(MetadataType)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a connector can do, as data."""
+
+    read: bool = True
+    write: bool = True
+    describe: bool = True
+    query: bool = False
+    fetch: bool = False
+    delete: bool = False
+    change_feed: bool = False
+    string_ids: bool = True
+    int_ids: bool = True
+    metrics: frozenset[Metric] = frozenset(Metric)
+    metadata_types: frozenset[MetadataType] = ALL_METADATA
+    documents: bool = True
+    sparse_vectors: bool = False
+    named_vectors: bool = False
+    max_dim: int | None = None
+    max_batch: int | None = None
+    exact_float32: bool = True
+    normalizes_cosine: bool = False
+    partitions: bool = False
+    aliases: bool = False
+    access_control: bool = False
+    verified: bool = True
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, frozenset):
+                out[key] = sorted(str(v) for v in value)
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+            else:
+                out[key] = value
+        return out
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A slice of a source that can be scanned on its own. ``bounds`` is connector data."""
+
+    key: str
+    bounds: dict[str, Any] = field(default_factory=dict)
+    estimated_rows: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"key": self.key, "bounds": self.bounds, "estimated_rows": self.estimated_rows},
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Partition:
+        d = json.loads(text)
+        return cls(key=d["key"], bounds=d.get("bounds", {}), estimated_rows=d.get("estimated_rows"))
+
+
+@dataclass(frozen=True)
+class ScanBatch:
+    """Rows read from a partition, and the cursor that resumes right after the last of them."""
+
+    batch: pa.RecordBatch
+    cursor: str
+
+
+@dataclass(frozen=True)
+class WriteToken:
+    """Identifies a write deterministically: the same rows re-sent carry the same token.
+
+    Idempotent-by-id targets ignore it; file targets name their shard after it, so a batch
+    re-sent after a crash replaces the shard instead of adding a second one.
+    """
+
+    run_id: str
+    partition_index: int
+    rows_before: int
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Top-k neighbours of each query: ids (n x k, ragged as lists) and distances/scores."""
+
+    ids: list[list[Any]]
+    scores: list[list[float]]
+
+
+class IfExists(StrEnum):
+    FAIL = "fail"
+    REUSE = "reuse"
+    REPLACE = "replace"
+
+
+class Connector:
+    """Base class for a system's connector; the defaults work for a scan-and-upsert system."""
+
+    scheme: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, uri: ConnectorURI) -> None:
+        self.uri = uri
+
+    # -- life cycle ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Release clients and files."""
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def exists(self) -> bool:
+        """Whether the collection exists."""
+        raise Unsupported(f"{self.scheme}: cannot tell whether the collection exists")
+
+    # -- source -------------------------------------------------------------------------
+    def describe(self) -> CollectionSpec:
+        raise Unsupported(f"{self.scheme}: describe is not supported")
+
+    def count(self) -> int:
+        raise Unsupported(f"{self.scheme}: count is not supported")
+
+    def partitions(self, hint: int) -> list[Partition]:
+        """Split the source into up to about ``hint`` partitions; one by default."""
+        return [Partition(key="all")]
+
+    def scan(
+        self, partition: Partition, cursor: str | None, batch_size: int
+    ) -> Iterator[ScanBatch]:
+        """Rows of a partition after ``cursor`` (from the start for None), in a stable order."""
+        raise Unsupported(f"{self.scheme}: reading is not supported")
+
+    def fetch(self, ids: Sequence[Any]) -> pa.RecordBatch:
+        """The records with these ids (missing ones left out)."""
+        raise Unsupported(f"{self.scheme}: fetch by id is not supported")
+
+    def query(self, vectors: np.ndarray, k: int, *, vector_field: str | None = None) -> QueryResult:
+        """Exact or index kNN of each query vector; scores as the system reports them."""
+        raise Unsupported(f"{self.scheme}: kNN query is not supported")
+
+    # -- target -------------------------------------------------------------------------
+    def create(self, spec: CollectionSpec, if_exists: IfExists = IfExists.REUSE) -> None:
+        """Create the collection for ``spec``; an existing one must be compatible to reuse."""
+        raise Unsupported(f"{self.scheme}: writing is not supported")
+
+    def begin(self, run_id: str, *, resume: bool) -> None:
+        """Called before the first write of a copy run (``resume`` when continuing one)."""
+
+    def upsert(self, batch: pa.RecordBatch, token: WriteToken | None = None) -> None:
+        """Insert or replace records by id. Re-sending the same batch changes nothing."""
+        raise Unsupported(f"{self.scheme}: writing is not supported")
+
+    def delete(self, ids: Sequence[Any]) -> None:
+        raise Unsupported(f"{self.scheme}: delete is not supported")
+
+    def finalize(self, spec: CollectionSpec) -> None:
+        """Work after all rows are in: build indexes, write manifests, flush."""
+
+    def drop(self) -> None:
+        raise Unsupported(f"{self.scheme}: drop is not supported")

@@ -1,0 +1,1 @@
+"""In-memory connector (``memory://NAME``): first class, used by fast engine tests."""

@@ -1,0 +1,1 @@
+"""The memory connector raises vecmigrate errors directly; nothing to translate."""

@@ -1,0 +1,130 @@
+"""URI scheme -> connector class: built-ins by dotted path, plugins by entry point.
+
+Connector modules are imported only when their scheme is used, so a missing client library
+shows an install hint instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from vecmigrate.connectors.base import Connector
+from vecmigrate.errors import ConfigError, MissingDependency
+from vecmigrate.uri import ConnectorURI
+
+ENTRY_POINT_GROUP = "vecmigrate.connectors"
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    target: str  # "package.module:Class"
+    extra: str | None  # pip extra that installs the client
+    client: str | None  # top-level module the client provides
+
+
+_BUILTINS: dict[str, _Builtin] = {
+    "memory": _Builtin("vecmigrate.connectors.memory.connector:MemoryConnector", None, None),
+    "parquet": _Builtin("vecmigrate.connectors.dataset.connector:DatasetConnector", None, None),
+    "jsonl": _Builtin("vecmigrate.connectors.dataset.connector:DatasetConnector", None, None),
+    "csv": _Builtin("vecmigrate.connectors.dataset.connector:DatasetConnector", None, None),
+    "vdf": _Builtin("vecmigrate.connectors.vdf.connector:VdfConnector", None, None),
+    "lancedb": _Builtin(
+        "vecmigrate.connectors.lancedb.connector:LanceDBConnector", "lancedb", "lancedb"
+    ),
+    "chroma": _Builtin(
+        "vecmigrate.connectors.chroma.connector:ChromaConnector", "chroma", "chromadb"
+    ),
+    "chroma+http": _Builtin(
+        "vecmigrate.connectors.chroma.connector:ChromaConnector", "chroma", "chromadb"
+    ),
+    "pgvector": _Builtin(
+        "vecmigrate.connectors.pgvector.connector:PgvectorConnector", "pgvector", "psycopg"
+    ),
+    "milvus": _Builtin(
+        "vecmigrate.connectors.milvus.connector:MilvusConnector", "milvus", "pymilvus"
+    ),
+    "milvus+lite": _Builtin(
+        "vecmigrate.connectors.milvus.connector:MilvusConnector", "milvus", "pymilvus"
+    ),
+    "qdrant": _Builtin(
+        "vecmigrate.connectors.qdrant.connector:QdrantConnector", "qdrant", "qdrant_client"
+    ),
+    "qdrant+local": _Builtin(
+        "vecmigrate.connectors.qdrant.connector:QdrantConnector", "qdrant", "qdrant_client"
+    ),
+    "qdrant+edge": _Builtin(
+        "vecmigrate.connectors.qdrant.edge:QdrantEdgeConnector", "qdrant", "qdrant_edge"
+    ),
+    "faiss": _Builtin("vecmigrate.connectors.faiss.connector:FaissConnector", "faiss", "faiss"),
+    "sqlitevec": _Builtin(
+        "vecmigrate.connectors.sqlitevec.connector:SqliteVecConnector", "sqlitevec", "sqlite_vec"
+    ),
+    "redis": _Builtin("vecmigrate.connectors.redis.connector:RedisConnector", "redis", "redis"),
+    "weaviate": _Builtin(
+        "vecmigrate.connectors.weaviate.connector:WeaviateConnector", "weaviate", "weaviate"
+    ),
+    "pinecone": _Builtin(
+        "vecmigrate.connectors.pinecone.connector:PineconeConnector", "pinecone", "pinecone"
+    ),
+    "elasticsearch": _Builtin(
+        "vecmigrate.connectors.elastic.connector:ElasticsearchConnector",
+        "elasticsearch",
+        "elasticsearch",
+    ),
+    "opensearch": _Builtin(
+        "vecmigrate.connectors.elastic.connector:OpenSearchConnector", "opensearch", "opensearchpy"
+    ),
+}
+
+_registered: dict[str, type[Connector]] = {}
+
+
+def register(scheme: str, cls: type[Connector]) -> None:
+    """Make ``scheme://`` URIs open ``cls`` (for connectors shipped outside vecmigrate)."""
+    _registered[scheme.lower()] = cls
+
+
+def known_schemes() -> list[str]:
+    plugins = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(set(_BUILTINS) | set(_registered) | plugins)
+
+
+def _import(target: str) -> type[Connector]:
+    module_name, _, attr = target.partition(":")
+    cls: type[Connector] = getattr(importlib.import_module(module_name), attr)
+    return cls
+
+
+def connector_class(scheme: str) -> type[Connector]:
+    """The class for a scheme; an install hint when its client library is missing."""
+    scheme = scheme.lower()
+    if scheme in _registered:
+        return _registered[scheme]
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == scheme:
+            cls: type[Connector] = ep.load()
+            return cls
+    builtin = _BUILTINS.get(scheme)
+    if builtin is None:
+        raise ConfigError(
+            f"unknown URI scheme {scheme!r}: known schemes are {', '.join(known_schemes())}"
+        )
+    if builtin.client is not None:
+        try:
+            importlib.import_module(builtin.client)
+        except ImportError as exc:
+            raise MissingDependency(builtin.client, builtin.extra or scheme) from exc
+    try:
+        return _import(builtin.target)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("vecmigrate"):
+            raise ConfigError(f"the {scheme}:// connector is not available yet") from exc
+        raise MissingDependency(exc.name or "?", builtin.extra or scheme) from exc
+
+
+def connect(uri: str | ConnectorURI) -> Connector:
+    """Open a connector for a URI (nothing is created or written yet)."""
+    parsed = uri if isinstance(uri, ConnectorURI) else ConnectorURI.parse(uri)
+    return connector_class(parsed.scheme)(parsed)
