@@ -1,0 +1,1 @@
+"""The ``vecmigrate`` command line."""

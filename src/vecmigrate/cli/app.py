@@ -1,0 +1,338 @@
+"""``vecmigrate``: inspect, copy, export and import vector collections."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from vecmigrate import __version__
+from vecmigrate.cli import output
+from vecmigrate.cli.progress import progress_for
+from vecmigrate.connectors.base import IfExists
+from vecmigrate.connectors.registry import connect
+from vecmigrate.engine.copy import CopyJob, CopyOptions, CopyResult
+from vecmigrate.engine.mapping import map_spec
+from vecmigrate.errors import Unsupported, VecmigrateError
+
+app = typer.Typer(
+    name="vecmigrate",
+    help="Move vector collections between systems safely: copy, export, import, inspect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+T = TypeVar("T")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Rows per read batch.")]
+Workers = Annotated[int, typer.Option("--workers", min=1, help="Partitions copied in parallel.")]
+Restart = Annotated[
+    bool, typer.Option("--restart", help="Forget the checkpoint and start the copy over.")
+]
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir", help="Where checkpoint ledgers live.", envvar="VECMIGRATE_STATE_DIR"
+    ),
+]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing target collection or dataset.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+class DatasetFormat(StrEnum):
+    parquet = "parquet"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def _run(as_json: bool, fn: Callable[[], T]) -> T:
+    """Run a command body; turn every failure into a one-line error and an exit code."""
+    try:
+        return fn()
+    except VecmigrateError as exc:
+        output.error(
+            exc.one_line(), as_json=as_json, kind=type(exc).__name__, exit_code=exc.exit_code
+        )
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        output.error(
+            "interrupted: progress is checkpointed; run the same command again to resume",
+            as_json=as_json,
+            kind="Interrupted",
+            exit_code=130,
+        )
+        raise typer.Exit(130) from None
+    except OSError as exc:
+        output.error(
+            f"{exc.strerror or exc}: {exc.filename or ''}",
+            as_json=as_json,
+            kind="OSError",
+            exit_code=1,
+        )
+        raise typer.Exit(1) from None
+
+
+def _do_copy(
+    source: str,
+    target: str,
+    *,
+    batch_size: int,
+    workers: int,
+    restart: bool,
+    state_dir: Path,
+    overwrite: bool,
+    quiet: bool,
+    label: str,
+) -> CopyResult:
+    options = CopyOptions(
+        batch_size=batch_size,
+        workers=workers,
+        restart=restart,
+        state_dir=state_dir,
+        if_exists=IfExists.REPLACE if overwrite else IfExists.REUSE,
+    )
+    job = CopyJob(source, target, options, progress_for(label, quiet=quiet))
+
+    def on_term(signum: int, frame: object) -> None:
+        job.stop()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return job.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _report_copy(result: CopyResult, as_json: bool, verb: str) -> None:
+    if as_json:
+        output.emit_json({"command": verb, **result.as_dict()})
+        return
+    rows = [
+        ("source", result.source),
+        ("target", result.target),
+        ("rows", f"{result.rows:,} ({result.rows_this_run:,} this run)"),
+        ("rate", f"{result.rate:,.0f} rows/s over {result.elapsed_s:.1f}s"),
+        ("source count", result.source_count),
+        ("target count", result.target_count),
+        ("content hash", result.content_hash),
+        ("resumed", "yes" if result.resumed else "no"),
+    ]
+    if result.already_complete:
+        rows.append(("note", "already complete; use --restart to copy again"))
+    if result.mapping["converted"]:
+        rows.append(("converted", "; ".join(result.mapping["converted"])))
+    if result.mapping["lost"]:
+        rows.append(("not carried", "; ".join(result.mapping["lost"])))
+    output.key_values(f"vecmigrate {verb}", rows)
+    counted = result.source_count is not None and result.target_count is not None
+    if counted and result.source_count != result.target_count:
+        output.stderr.print(
+            f"[yellow]warning[/]: target holds {result.target_count:,} rows, "
+            f"source had {result.source_count:,}"
+        )
+
+
+@app.command()
+def copy(
+    source: Annotated[
+        str, typer.Argument(help="Source URI, e.g. chroma:///data/chroma?collection=docs")
+    ],
+    target: Annotated[
+        str, typer.Argument(help="Target URI, e.g. lancedb:///data/lance?table=docs")
+    ],
+    batch_size: BatchSize = 5_000,
+    workers: Workers = 2,
+    restart: Restart = False,
+    state_dir: StateDir = Path(".vecmigrate"),
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Copy a collection from SOURCE to TARGET, streaming and checkpointed (re-run to resume)."""
+    result = _run(
+        as_json,
+        lambda: _do_copy(
+            source,
+            target,
+            batch_size=batch_size,
+            workers=workers,
+            restart=restart,
+            state_dir=state_dir,
+            overwrite=overwrite,
+            quiet=quiet or (as_json and not sys.stderr.isatty()),
+            label="copy",
+        ),
+    )
+    _report_copy(result, as_json, "copy")
+
+
+def _dataset_uri(fmt: str, directory: Path) -> str:
+    return f"{fmt}://{directory.expanduser().resolve()}"
+
+
+@app.command("export")
+def export_(
+    source: Annotated[str, typer.Argument(help="Source URI")],
+    directory: Annotated[Path, typer.Argument(help="Folder to write the dataset into")],
+    fmt: Annotated[
+        DatasetFormat, typer.Option("--format", help="Shard format.")
+    ] = DatasetFormat.parquet,
+    batch_size: BatchSize = 10_000,
+    workers: Workers = 2,
+    restart: Restart = False,
+    state_dir: StateDir = Path(".vecmigrate"),
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Export SOURCE into a portable dataset folder (manifest.json + data shards)."""
+    result = _run(
+        as_json,
+        lambda: _do_copy(
+            source,
+            _dataset_uri(fmt.value, directory),
+            batch_size=batch_size,
+            workers=workers,
+            restart=restart,
+            state_dir=state_dir,
+            overwrite=overwrite,
+            quiet=quiet,
+            label="export",
+        ),
+    )
+    _report_copy(result, as_json, "export")
+
+
+@app.command("import")
+def import_(
+    directory: Annotated[Path, typer.Argument(help="Dataset folder written by export")],
+    target: Annotated[str, typer.Argument(help="Target URI")],
+    batch_size: BatchSize = 10_000,
+    workers: Workers = 2,
+    restart: Restart = False,
+    state_dir: StateDir = Path(".vecmigrate"),
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Import a portable dataset folder into TARGET (checksums verified while reading)."""
+    result = _run(
+        as_json,
+        lambda: _do_copy(
+            _dataset_uri("parquet", directory),
+            target,
+            batch_size=batch_size,
+            workers=workers,
+            restart=restart,
+            state_dir=state_dir,
+            overwrite=overwrite,
+            quiet=quiet,
+            label="import",
+        ),
+    )
+    _report_copy(result, as_json, "import")
+
+
+def _inspect(uri: str, target: str | None) -> dict[str, Any]:
+    with connect(uri) as conn:
+        spec = conn.describe()
+        try:
+            count: int | None = conn.count()
+        except Unsupported:
+            count = None
+        info: dict[str, Any] = {
+            "command": "inspect",
+            "ok": True,
+            "uri": conn.uri.redacted(),
+            "count": count,
+            "spec": spec.to_dict(),
+            "capabilities": conn.capabilities.as_dict(),
+        }
+    if target is not None:
+        with connect(target) as tconn:
+            mapped, report = map_spec(spec, tconn.capabilities, target=tconn.uri.scheme)
+            info["target"] = {
+                "uri": tconn.uri.redacted(),
+                "parity": report.as_dict(),
+                "target_spec": mapped.to_dict(),
+            }
+    return info
+
+
+@app.command()
+def inspect(
+    uri: Annotated[str, typer.Argument(help="Collection URI")],
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target", help="Check what would carry over to this target (nothing is written)."
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Describe a collection: count, vectors, metadata, indexes; with --target, a parity check."""
+    info = _run(as_json, lambda: _inspect(uri, target))
+    if as_json:
+        output.emit_json(info)
+        return
+    spec = info["spec"]
+    rows: list[tuple[str, Any]] = [
+        ("uri", info["uri"]),
+        ("count", info["count"]),
+        ("id type", spec["id_type"]),
+        ("documents", spec["has_document"]),
+    ]
+    rows += [
+        (
+            f"vector {v['name']}",
+            f"dim {v['dim']}, {v['metric']}, {v['dtype']}" + (", sparse" if v["sparse"] else ""),
+        )
+        for v in spec["vectors"]
+    ]
+    rows += [(f"metadata {m['name']}", m["type"]) for m in spec["metadata"]]
+    rows += [(f"index on {i['field']}", f"{i['kind']} {i['params']}") for i in spec["indexes"]]
+    for key in ("partitions", "aliases"):
+        if spec[key]:
+            rows.append((key, ", ".join(spec[key])))
+    output.key_values("vecmigrate inspect", rows)
+    if "target" in info:
+        parity = info["target"]["parity"]
+        output.key_values(
+            f"carry-over to {info['target']['uri']}",
+            [(k, "; ".join(v) or "-") for k, v in parity.items()],
+        )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"vecmigrate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log details to stderr.")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    level = logging.INFO if verbose or os.environ.get("VECMIGRATE_VERBOSE") else logging.WARNING
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def main() -> None:
+    app()

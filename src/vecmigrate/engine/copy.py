@@ -1,0 +1,437 @@
+"""The streaming copy: source partitions -> checks and transforms -> target, checkpointed.
+
+Each partition is read by its own prefetching reader (a bounded queue, so memory does not grow
+with the collection) and written by one worker in order; after each write the partition's
+cursor, row count and content hash are committed to the ledger. A crash re-sends at most the
+one uncommitted batch per partition, which the target's idempotent upsert (or the write token)
+absorbs. Only TransientError is retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import pyarrow as pa
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from vecmigrate.connectors.base import Connector, IfExists, Partition, ScanBatch, WriteToken
+from vecmigrate.connectors.registry import connect
+from vecmigrate.engine.ledger import Ledger, PartitionState
+from vecmigrate.engine.mapping import MappingReport, map_spec
+from vecmigrate.engine.transforms import to_target
+from vecmigrate.errors import ConfigError, DataError, TransientError, Unsupported
+from vecmigrate.hashing import combine, set_hash
+from vecmigrate.records import check_batch, conform
+from vecmigrate.spec import CollectionSpec
+from vecmigrate.uri import ConnectorURI
+
+log = logging.getLogger("vecmigrate.copy")
+T = TypeVar("T")
+
+
+class Progress(Protocol):
+    """Receives progress of a long run (the CLI renders it; tests may ignore it)."""
+
+    def start(self, total: int | None, done: int) -> None: ...
+    def advance(self, rows: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int | None, done: int) -> None:
+        pass
+
+    def advance(self, rows: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass
+class CopyOptions:
+    batch_size: int = 5_000
+    workers: int = 2
+    restart: bool = False
+    state_dir: Path = field(default_factory=lambda: Path(".vecmigrate"))
+    if_exists: IfExists = IfExists.REUSE
+    max_attempts: int = 6
+    retry_wait: float = 0.5
+    prefetch: int = 2
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+
+
+@dataclass
+class CopyResult:
+    source: str
+    target: str
+    run_id: str
+    resumed: bool
+    already_complete: bool
+    rows: int
+    rows_this_run: int
+    skipped: int
+    partitions: int
+    elapsed_s: float
+    source_count: int | None
+    target_count: int | None
+    content_hash: str
+    ledger: str
+    mapping: dict[str, list[str]]
+    spec: CollectionSpec
+
+    @property
+    def rate(self) -> float:
+        return self.rows_this_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "source": self.source,
+            "target": self.target,
+            "run_id": self.run_id,
+            "resumed": self.resumed,
+            "already_complete": self.already_complete,
+            "rows": self.rows,
+            "rows_this_run": self.rows_this_run,
+            "skipped": self.skipped,
+            "partitions": self.partitions,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "rows_per_s": round(self.rate, 1),
+            "source_count": self.source_count,
+            "target_count": self.target_count,
+            "counts_match": self.source_count == self.target_count
+            if self.source_count is not None and self.target_count is not None
+            else None,
+            "content_hash": self.content_hash,
+            "ledger": self.ledger,
+            "mapping": self.mapping,
+            "spec": self.spec.to_dict(),
+        }
+
+
+def ledger_path(state_dir: Path, source: ConnectorURI, target: ConnectorURI) -> Path:
+    """One ledger per (source, target) pair, named from their redacted URIs."""
+    key = hashlib.sha256(f"{source.redacted()}\n{target.redacted()}".encode()).hexdigest()[:16]
+    return state_dir / f"copy-{key}.sqlite"
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every worker of one run shares."""
+
+    ledger: Ledger
+    source: Connector
+    target: Connector
+    run_id: str
+    spec: CollectionSpec
+    target_spec: CollectionSpec
+
+
+class _Stopped(Exception):
+    """Another worker failed or the user interrupted: stop after the batch in hand."""
+
+
+class CopyJob:
+    """One copy from a source URI to a target URI; ``run()`` plans or resumes, then streams."""
+
+    def __init__(
+        self,
+        source: str | ConnectorURI,
+        target: str | ConnectorURI,
+        options: CopyOptions | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.options = options or CopyOptions()
+        self.source_uri = source if isinstance(source, ConnectorURI) else ConnectorURI.parse(source)
+        self.target_uri = target if isinstance(target, ConnectorURI) else ConnectorURI.parse(target)
+        if self.source_uri.redacted() == self.target_uri.redacted():
+            raise ConfigError("source and target are the same collection")
+        self.progress: Progress = progress or _NoProgress()
+        self._stop = threading.Event()
+        self._retrying_log: list[str] = []
+
+    def stop(self) -> None:
+        """Ask the workers to finish the batch in hand, checkpoint and return."""
+        self._stop.set()
+
+    # -- plan ---------------------------------------------------------------------------
+    def _plan(
+        self, ledger: Ledger, source: Connector, target: Connector
+    ) -> tuple[str, CollectionSpec, CollectionSpec, MappingReport]:
+        spec = self._retry(source.describe)
+        target_spec, report = map_spec(spec, target.capabilities, target=self.target_uri.scheme)
+        count = self._retry(source.count) if source.capabilities.read else None
+        hint = max(8, self.options.workers * 4)
+        partitions = self._retry(lambda: source.partitions(hint))
+        run_id = ledger.write_plan(
+            spec=spec,
+            partitions=partitions,
+            info={
+                "source": self.source_uri.redacted(),
+                "target": self.target_uri.redacted(),
+                "source_count": count,
+                "target_spec": target_spec.to_dict(),
+                "mapping": report.as_dict(),
+            },
+        )
+        log.info("planned %d partitions for %s rows", len(partitions), count)
+        return run_id, spec, target_spec, report
+
+    # -- run ----------------------------------------------------------------------------
+    def run(self) -> CopyResult:
+        started = time.monotonic()
+        path = ledger_path(self.options.state_dir, self.source_uri, self.target_uri)
+        if self.options.restart and path.exists():
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        ledger = Ledger(path)
+        source = connect(self.source_uri)
+        target = connect(self.target_uri)
+        try:
+            return self._run(ledger, source, target, started)
+        finally:
+            source.close()
+            target.close()
+            ledger.close()
+
+    def _run(
+        self, ledger: Ledger, source: Connector, target: Connector, started: float
+    ) -> CopyResult:
+        resumed = ledger.has_plan()
+        if resumed:
+            self._check_same_pair(ledger)
+            run_id = ledger.get("run_id") or ""
+            spec = ledger.spec()
+            target_spec = CollectionSpec.model_validate(ledger.info("target_spec"))
+            report = MappingReport(**ledger.info("mapping"))
+        else:
+            run_id, spec, target_spec, report = self._plan(ledger, source, target)
+        already_complete = ledger.get("status") == "done"
+        rows_before_run = ledger.totals()[0]
+        if not already_complete:
+            if_exists = IfExists.REUSE if resumed else self.options.if_exists
+            self._retry(lambda: target.create(target_spec, if_exists))
+            target.begin(run_id, resume=resumed)
+            pending = [s for s in ledger.states() if not s.done]
+            self.progress.start(ledger.info("source_count"), rows_before_run)
+            run = _Run(ledger, source, target, run_id, spec, target_spec)
+            try:
+                self._copy_partitions(run, pending)
+            finally:
+                self.progress.finish()
+            if self._stop.is_set():
+                raise KeyboardInterrupt
+            self._retry(lambda: target.finalize(target_spec))
+            ledger.set("status", "done")
+        rows, skipped, content_hash = ledger.totals()
+        try:
+            target_count: int | None = self._retry(target.count)
+        except Unsupported:
+            target_count = None
+        return CopyResult(
+            source=self.source_uri.redacted(),
+            target=self.target_uri.redacted(),
+            run_id=run_id,
+            resumed=resumed,
+            already_complete=already_complete,
+            rows=rows,
+            rows_this_run=rows - rows_before_run,
+            skipped=skipped,
+            partitions=len(ledger.states()),
+            elapsed_s=time.monotonic() - started,
+            source_count=ledger.info("source_count"),
+            target_count=target_count,
+            content_hash=f"{content_hash:016x}",
+            ledger=str(ledger.path),
+            mapping=report.as_dict(),
+            spec=target_spec,
+        )
+
+    def _check_same_pair(self, ledger: Ledger) -> None:
+        if (
+            ledger.info("source") != self.source_uri.redacted()
+            or ledger.info("target") != self.target_uri.redacted()
+        ):
+            raise ConfigError(
+                f"checkpoint {ledger.path} belongs to another copy; use --restart to start over"
+            )
+
+    def _copy_partitions(self, run: _Run, pending: list[PartitionState]) -> None:
+        if not pending:
+            return
+        workers = min(self.options.workers, len(pending))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
+            futures: list[Future[None]] = [
+                pool.submit(self._copy_partition, run, state) for state in pending
+            ]
+            try:
+                while True:
+                    done, not_done = wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
+                    failed = [f for f in done if f.exception() is not None]
+                    if failed or not not_done:
+                        break
+            except KeyboardInterrupt:
+                self._stop.set()
+                wait(futures)
+                raise
+            if failed:
+                self._stop.set()
+                for f in not_done:
+                    f.cancel()
+                wait(futures)
+                errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+                real = [e for e in errors if not isinstance(e, _Stopped)]
+                exc = (real or errors)[0]
+                assert exc is not None
+                raise exc
+
+    def _copy_partition(self, run: _Run, state: PartitionState) -> None:
+        if self._stop.is_set():
+            raise _Stopped
+        rows_done = state.rows
+        content_hash = state.content_hash
+        max_batch = run.target.capabilities.max_batch
+        for sb in self._prefetch(run.source, state.partition, state.cursor):
+            batch = self._checked(sb.batch, run.spec, state.partition, rows_done)
+            content_hash = combine(content_hash, set_hash(batch))
+            out = to_target(batch, run.spec, run.target_spec)
+            step = max_batch or out.num_rows or 1
+            for offset in range(0, out.num_rows, step):
+                self._write(
+                    run,
+                    out.slice(offset, step),
+                    WriteToken(run.run_id, state.index, rows_done + offset),
+                )
+            rows_done += batch.num_rows
+            run.ledger.commit(
+                state.index,
+                cursor=sb.cursor,
+                rows=batch.num_rows,
+                skipped=0,
+                content_hash=content_hash,
+            )
+            self.progress.advance(batch.num_rows)
+            if self._stop.is_set():
+                raise _Stopped
+        run.ledger.mark_done(state.index)
+
+    def _write(self, run: _Run, piece: pa.RecordBatch, token: WriteToken) -> None:
+        def upsert() -> None:
+            run.target.upsert(piece, token)
+
+        self._retry(upsert)
+
+    def _checked(
+        self, batch: pa.RecordBatch, spec: CollectionSpec, partition: Partition, rows_done: int
+    ) -> pa.RecordBatch:
+        try:
+            batch = conform(batch, spec)
+            check_batch(batch, spec)
+        except DataError as exc:
+            where = f"{self.source_uri.redacted()} partition {partition.key}"
+            raise exc.located(file=exc.file or where, row_offset=rows_done) from exc
+        return batch
+
+    # -- reading ------------------------------------------------------------------------
+    def _prefetch(
+        self, source: Connector, partition: Partition, cursor: str | None
+    ) -> Iterator[ScanBatch]:
+        """Scan in a reader thread through a bounded queue; re-open on transient errors."""
+        q: queue.Queue[object] = queue.Queue(maxsize=self.options.prefetch)
+        end = object()
+        halt = threading.Event()
+
+        def put(item: object) -> bool:
+            while not halt.is_set():
+                try:
+                    q.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def read() -> None:
+            position = cursor
+            attempt = 0
+            while True:
+                try:
+                    for sb in source.scan(partition, position, self.options.batch_size):
+                        if not put(sb):
+                            return
+                        position = sb.cursor
+                        attempt = 0
+                    put(end)
+                    return
+                except TransientError as exc:
+                    attempt += 1
+                    if attempt >= self.options.max_attempts:
+                        put(exc)
+                        return
+                    self._note_retry("scan", exc, attempt)
+                    time.sleep(min(30.0, self.options.retry_wait * 2 ** (attempt - 1)))
+                except BaseException as exc:
+                    put(exc)
+                    return
+
+        thread = threading.Thread(target=read, name=f"scan-{partition.key}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is end:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, ScanBatch)
+                yield item
+        finally:
+            halt.set()
+            thread.join(timeout=30)
+
+    # -- retries ------------------------------------------------------------------------
+    def _note_retry(self, what: str, exc: BaseException, attempt: int) -> None:
+        log.warning("%s failed (attempt %d), retrying: %s", what, attempt, exc)
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self._note_retry(
+                getattr(fn, "__name__", "call"), exc or Exception(), state.attempt_number
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(self.options.max_attempts),
+            wait=wait_exponential(multiplier=self.options.retry_wait, max=30),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(fn)
+
+
+def copy(
+    source: str, target: str, options: CopyOptions | None = None, progress: Progress | None = None
+) -> CopyResult:
+    """Copy (or resume copying) ``source`` into ``target``."""
+    return CopyJob(source, target, options, progress).run()

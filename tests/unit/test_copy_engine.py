@@ -1,0 +1,194 @@
+"""The copy engine against the in-memory connector: plan, stream, retry, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from tests.datagen import make_spec, make_table
+from vecmigrate.connectors import connect
+from vecmigrate.connectors.base import Partition
+from vecmigrate.connectors.memory.connector import MemoryConnector, MemoryStore
+from vecmigrate.connectors.registry import register
+from vecmigrate.engine.copy import CopyJob, CopyOptions, copy
+from vecmigrate.engine.ledger import Ledger
+from vecmigrate.errors import ConfigError, DataError, SchemaMismatch, TransientError
+from vecmigrate.hashing import set_hash
+from vecmigrate.spec import ID, Metric
+
+
+def _source(n: int = 5_000, **kw: object) -> pa.Table:
+    spec = make_spec(**kw)  # type: ignore[arg-type]
+    table = make_table(spec, n)
+    MemoryStore.put("src", spec, table)
+    return table
+
+
+def _target_table() -> pa.Table:
+    return MemoryStore.collections["dst"].table
+
+
+def _opts(tmp_path: Path, **kw: object) -> CopyOptions:
+    return CopyOptions(state_dir=tmp_path / "state", **kw)  # type: ignore[arg-type]
+
+
+def test_copy_moves_every_row_once(tmp_path: Path) -> None:
+    table = _source()
+    result = copy("memory://src", "memory://dst", _opts(tmp_path, batch_size=333, workers=3))
+    got = _target_table()
+    assert result.rows == 5_000 == got.num_rows
+    assert result.as_dict()["counts_match"] is True
+    assert got.sort_by(ID).equals(table.sort_by(ID))
+    want_hash = sum(set_hash(b) for b in table.to_batches()) % 2**64
+    assert result.content_hash == f"{want_hash:016x}"
+
+
+def test_rerun_of_a_finished_copy_does_nothing(tmp_path: Path) -> None:
+    _source()
+    copy("memory://src", "memory://dst", _opts(tmp_path))
+    again = copy("memory://src", "memory://dst", _opts(tmp_path))
+    assert again.already_complete and again.rows_this_run == 0
+    restarted = copy("memory://src", "memory://dst", _opts(tmp_path, restart=True))
+    assert restarted.rows_this_run == 5_000
+    assert _target_table().num_rows == 5_000
+
+
+def test_transient_errors_are_retried(tmp_path: Path) -> None:
+    table = _source()
+    result = copy(
+        "memory://src",
+        "memory://dst?fail_every=3",
+        _opts(tmp_path, batch_size=500, retry_wait=0.001),
+    )
+    assert result.rows == 5_000
+    assert _target_table().sort_by(ID).equals(table.sort_by(ID))
+
+
+class _CrashingSource(MemoryConnector):
+    """Raises after a number of batches, to simulate a crash mid-copy."""
+
+    scheme = "crashmem"
+    budget = 0
+
+    def scan(self, partition: Partition, cursor: str | None, batch_size: int):  # type: ignore[no-untyped-def]
+        for sb in super().scan(partition, cursor, batch_size):
+            if _CrashingSource.budget <= 0:
+                raise RuntimeError("simulated crash")
+            _CrashingSource.budget -= 1
+            yield sb
+
+
+@pytest.mark.parametrize(("workers_first", "workers_then"), [(1, 3), (3, 1), (2, 2)])
+def test_resume_after_crash_never_duplicates_or_skips(
+    tmp_path: Path, workers_first: int, workers_then: int
+) -> None:
+    table = _source(7_000)
+    register("crashmem", _CrashingSource)
+    _CrashingSource.budget = 9
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        copy(
+            "crashmem://src", "memory://dst", _opts(tmp_path, batch_size=250, workers=workers_first)
+        )
+    partial = _target_table().num_rows
+    assert 0 < partial < 7_000
+    _CrashingSource.budget = 10**9
+    result = copy(
+        "crashmem://src", "memory://dst", _opts(tmp_path, batch_size=400, workers=workers_then)
+    )
+    assert result.resumed
+    got = _target_table()
+    assert got.num_rows == 7_000
+    assert got.sort_by(ID).equals(table.sort_by(ID))
+
+
+def test_plan_is_persisted_before_writes_and_not_resampled(tmp_path: Path) -> None:
+    _source(4_000)
+    register("crashmem", _CrashingSource)
+    _CrashingSource.budget = 2
+    with pytest.raises(RuntimeError):
+        copy("crashmem://src", "memory://dst", _opts(tmp_path, batch_size=100, workers=1))
+    ledger_file = next((tmp_path / "state").glob("copy-*.sqlite"))
+    ledger = Ledger(ledger_file)
+    first = [s.partition for s in ledger.states()]
+    ledger.close()
+    _CrashingSource.budget = 10**9
+    copy("crashmem://src", "memory://dst", _opts(tmp_path, batch_size=100, workers=4))
+    ledger = Ledger(ledger_file)
+    assert [s.partition for s in ledger.states()] == first
+    assert all(s.done for s in ledger.states())
+    ledger.close()
+
+
+def test_bad_vector_names_partition_row_and_field(tmp_path: Path) -> None:
+    table = _source(1_000)
+    vectors = table.column("vector").combine_chunks()
+    flat = vectors.flatten().to_numpy().copy()
+    flat[32 * 517 + 3] = float("nan")
+    bad = table.set_column(
+        table.schema.get_field_index("vector"),
+        "vector",
+        pa.FixedSizeListArray.from_arrays(pa.array(flat), 32),
+    )
+    MemoryStore.put("src", MemoryStore.collections["src"].spec, bad)
+    with pytest.raises(DataError) as err:
+        copy("memory://src", "memory://dst", _opts(tmp_path, batch_size=100))
+    msg = str(err.value)
+    assert "row 517" in msg and "'vector'" in msg and "NaN" in msg and "doc-0000517" in msg
+
+
+def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
+    table = _source(300)
+    ids = table.column(ID).to_pylist()
+    ids[200] = ids[100]
+    dup = table.set_column(0, ID, pa.array(ids))
+    MemoryStore.put("src", MemoryStore.collections["src"].spec, dup)
+    with pytest.raises(DataError, match="duplicate id"):
+        copy("memory://src", "memory://dst", _opts(tmp_path, batch_size=1000))
+
+
+def test_dimension_mismatch_with_existing_target(tmp_path: Path) -> None:
+    _source(100)
+    connect("memory://dst").create(make_spec(dim=8))
+    with pytest.raises(SchemaMismatch, match="dim 8"):
+        copy("memory://src", "memory://dst", _opts(tmp_path))
+
+
+def test_same_source_and_target_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="same collection"):
+        CopyJob("memory://a", "memory://a", _opts(tmp_path))
+
+
+def test_each_pair_has_its_own_checkpoint(tmp_path: Path) -> None:
+    _source(10)
+    copy("memory://src", "memory://dst", _opts(tmp_path))
+    copy("memory://src", "memory://other", _opts(tmp_path))
+    assert len(list((tmp_path / "state").glob("copy-*.sqlite"))) == 2
+
+
+def test_unknown_metric_and_scheme_are_clear() -> None:
+    with pytest.raises(ConfigError, match="unknown metric 'hamming'"):
+        Metric.parse("hamming")
+    with pytest.raises(ConfigError, match="unknown URI scheme 'nosuch'"):
+        connect("nosuch://x")
+
+
+def test_transient_scan_errors_reopen_from_cursor(tmp_path: Path) -> None:
+    table = _source(2_000)
+
+    class Flaky(MemoryConnector):
+        scheme = "flaky"
+        failures = 0
+
+        def scan(self, partition: Partition, cursor: str | None, batch_size: int):  # type: ignore[no-untyped-def]
+            for i, sb in enumerate(super().scan(partition, cursor, batch_size)):
+                if i == 1 and Flaky.failures < 3:
+                    Flaky.failures += 1
+                    raise TransientError("connection reset")
+                yield sb
+
+    register("flaky", Flaky)
+    copy("flaky://src", "memory://dst", _opts(tmp_path, batch_size=100, retry_wait=0.001))
+    assert Flaky.failures == 3
+    assert _target_table().sort_by(ID).equals(table.sort_by(ID))
