@@ -20,7 +20,8 @@ from vecmigrate.connectors.base import IfExists
 from vecmigrate.connectors.registry import connect
 from vecmigrate.engine.copy import CopyJob, CopyOptions, CopyResult
 from vecmigrate.engine.mapping import map_spec
-from vecmigrate.errors import Unsupported, VecmigrateError
+from vecmigrate.errors import Unsupported, ValidationFailed, VecmigrateError
+from vecmigrate.validate.run import Thresholds, ValidateOptions, ValidationResult, validate
 
 app = typer.Typer(
     name="vecmigrate",
@@ -156,6 +157,12 @@ def copy(
     state_dir: StateDir = Path(".vecmigrate"),
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    then_validate: Annotated[
+        bool, typer.Option("--validate", help="Validate the target against the source after.")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="With --validate: write an HTML report.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Copy a collection from SOURCE to TARGET, streaming and checkpointed (re-run to resume)."""
@@ -173,7 +180,21 @@ def copy(
             label="copy",
         ),
     )
-    _report_copy(result, as_json, "copy")
+    if not then_validate:
+        _report_copy(result, as_json, "copy")
+        return
+    checked = _run(as_json, lambda: validate(source, target, ValidateOptions()))
+    if report is not None:
+        from vecmigrate.validate.html import write_report
+
+        write_report(checked, report)
+    if as_json:
+        output.emit_json({"command": "copy", **result.as_dict(), "validation": checked.as_dict()})
+    else:
+        _report_copy(result, as_json, "copy")
+        _report_validation(checked, as_json, None)
+    if not checked.passed:
+        raise typer.Exit(ValidationFailed.exit_code)
 
 
 def _dataset_uri(fmt: str, directory: Path) -> str:
@@ -241,6 +262,96 @@ def import_(
         ),
     )
     _report_copy(result, as_json, "import")
+
+
+def _report_validation(result: ValidationResult, as_json: bool, report: Path | None) -> None:
+    if report is not None:
+        from vecmigrate.validate.html import write_report
+
+        write_report(result, report)
+    if as_json:
+        output.emit_json({"command": "validate", **result.as_dict()})
+        return
+    rows: list[tuple[str, Any]] = [("verdict", "PASS" if result.passed else "FAIL")]
+    for name, check in result.checks.items():
+        status = "pass" if check.get("passed", True) else "FAIL"
+        detail = ""
+        if name == "completeness":
+            detail = (
+                f"source {check['source_count']:,}, target {check['target_count']:,}, "
+                f"missing {check['missing_in_target']['count']}, "
+                f"extra {check['extra_in_target']['count']}, "
+                f"vectors differ {sum(v['count'] for v in check['vectors_differ'].values())}"
+            )
+        elif name == "metadata":
+            detail = (
+                f"equal {len(check['fields_equal'])} fields; differ "
+                f"{ {k: v['count'] for k, v in check['differ'].items()} or 0 }; "
+                f"missing fields {check['missing_fields'] or 0}"
+            )
+        elif name == "query_parity" and "k" in check:
+            k = check["k"]
+            detail = f"recall@{k} {check[f'recall_at_{k}']:.4f} over {check['queries']} queries"
+        elif name == "latency":
+            detail = (
+                f"p95 source {check['source']['p95_ms']} ms, target {check['target']['p95_ms']} ms "
+                f"(ratio {check['p95_ratio']})"
+            )
+        elif name == "accuracy":
+            detail = f"source {check['source']}, target {check['target']}"
+        elif name == "integration":
+            detail = ", ".join(f"{c['cmd']}: {c['exit_code']}" for c in check["commands"])
+        rows.append((f"{name}: {status}", detail))
+    if report is not None:
+        rows.append(("report", str(report)))
+    output.key_values(f"vecmigrate validate {result.source} -> {result.target}", rows)
+
+
+@app.command("validate")
+def validate_(
+    source: Annotated[str, typer.Argument(help="Source URI (the reference)")],
+    target: Annotated[str, typer.Argument(help="Target URI (the copy to check)")],
+    queries: Annotated[
+        int, typer.Option("--queries", min=0, help="Sampled stored vectors used as queries.")
+    ] = 100,
+    k: Annotated[int, typer.Option("--k", min=1, help="Neighbours per query.")] = 10,
+    query_file: Annotated[
+        Path | None, typer.Option("--query-file", help="Parquet/JSONL with id and vector.")
+    ] = None,
+    qrels: Annotated[
+        Path | None, typer.Option("--qrels", help="Relevance labels (JSONL or TSV).")
+    ] = None,
+    check_cmd: Annotated[
+        list[str] | None,
+        typer.Option("--check-cmd", help="A smoke command that must exit 0 (repeatable)."),
+    ] = None,
+    min_recall: Annotated[float, typer.Option("--min-recall", min=0, max=1)] = 0.95,
+    max_latency_ratio: Annotated[float | None, typer.Option("--max-latency-ratio", min=0)] = None,
+    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", min=0)] = 0.0,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write a self-contained HTML report.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Prove TARGET holds what SOURCE holds: every id and value, same query results, latency."""
+    options = ValidateOptions(
+        queries=queries,
+        k=k,
+        query_file=query_file,
+        qrels=qrels,
+        check_cmds=list(check_cmd or []),
+        thresholds=Thresholds(
+            min_recall=min_recall,
+            max_latency_ratio=max_latency_ratio,
+            max_accuracy_drop=max_accuracy_drop,
+        ),
+    )
+    result = _run(as_json, lambda: validate(source, target, options))
+    _report_validation(result, as_json, report)
+    if not result.passed:
+        code = ValidationFailed.exit_code
+        output.stderr.print(f"[bold red]validation failed[/]: {', '.join(result.failures)}")
+        raise typer.Exit(code)
 
 
 def _inspect(uri: str, target: str | None) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Validation: completeness, metadata, query parity, latency; a verdict and a report."""
