@@ -9,8 +9,8 @@ if [ -x scripts/engines/build-redis.sh ]; then
   scripts/engines/build-redis.sh || echo "test: Redis 8 could not be built; its tests will be skipped"
 fi
 export HF_HUB_OFFLINE=1
-.venv/bin/ruff check src tests benchmarks
-.venv/bin/ruff format --check src tests benchmarks
+.venv/bin/ruff check src tests benchmarks scripts
+.venv/bin/ruff format --check src tests benchmarks scripts
 .venv/bin/mypy
 MARK="not slow"
 if [ "${VECMIGRATE_SLOW:-0}" = "1" ]; then MARK=""; fi

@@ -33,7 +33,7 @@ from vecmigrate.connectors.base import Connector, IfExists, Partition, ScanBatch
 from vecmigrate.connectors.registry import connect
 from vecmigrate.engine.ledger import Ledger, PartitionState
 from vecmigrate.engine.mapping import MappingReport, map_spec
-from vecmigrate.engine.transforms import to_target
+from vecmigrate.engine.transforms import BatchTransform, to_target
 from vecmigrate.errors import ConfigError, DataError, TransientError, Unsupported
 from vecmigrate.hashing import combine, set_hash
 from vecmigrate.records import check_batch, conform
@@ -73,6 +73,7 @@ class CopyOptions:
     max_attempts: int = 6
     retry_wait: float = 0.5
     prefetch: int = 2
+    transform: BatchTransform | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -180,7 +181,8 @@ class CopyJob:
         self, ledger: Ledger, source: Connector, target: Connector
     ) -> tuple[str, CollectionSpec, CollectionSpec, MappingReport]:
         spec = self._retry(source.describe)
-        target_spec, report = map_spec(spec, target.capabilities, target=self.target_uri.scheme)
+        shaped = self.options.transform.spec(spec) if self.options.transform else spec
+        target_spec, report = map_spec(shaped, target.capabilities, target=self.target_uri.scheme)
         count = self._retry(source.count) if source.capabilities.read else None
         hint = max(8, self.options.workers * 4)
         partitions = self._retry(lambda: source.partitions(hint))
@@ -315,7 +317,7 @@ class CopyJob:
         for sb in self._prefetch(run.source, state.partition, state.cursor):
             batch = self._checked(sb.batch, run.spec, state.partition, rows_done)
             content_hash = combine(content_hash, set_hash(batch))
-            out = to_target(batch, run.spec, run.target_spec)
+            out = self._transformed(batch, run)
             step = max_batch or out.num_rows or 1
             for offset in range(0, out.num_rows, step):
                 self._write(
@@ -335,6 +337,13 @@ class CopyJob:
             if self._stop.is_set():
                 raise _Stopped
         run.ledger.mark_done(state.index)
+
+    def _transformed(self, batch: pa.RecordBatch, run: _Run) -> pa.RecordBatch:
+        transform = self.options.transform
+        if transform is None:
+            return to_target(batch, run.spec, run.target_spec)
+        shaped = transform.apply(batch)
+        return to_target(shaped, transform.spec(run.spec), run.target_spec)
 
     def _write(self, run: _Run, piece: pa.RecordBatch, token: WriteToken) -> None:
         def upsert() -> None:

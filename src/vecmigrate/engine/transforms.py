@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import json
+from typing import Protocol
 
 import pyarrow as pa
 
 from vecmigrate.records import conform
 from vecmigrate.spec import CollectionSpec, MetadataType
+
+
+class BatchTransform(Protocol):
+    """A step between reading and writing, e.g. re-embedding documents with a new model.
+
+    ``spec`` maps the collection spec once at plan time; ``apply`` maps each checked source
+    batch (called from several worker threads at once) and may drop rows it cannot handle,
+    reporting them through its own dead-letter mechanism.
+    """
+
+    def spec(self, spec: CollectionSpec) -> CollectionSpec: ...
+
+    def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch: ...
 
 
 def to_target(
