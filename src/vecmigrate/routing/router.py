@@ -1,0 +1,297 @@
+"""The Router: an application's reads and writes during a migration, by phase.
+
+Writes go to the phase's primary side synchronously (its failure is the user's failure, as
+before the migration) and to the other side through a persisted outbox drained in order by a
+background thread: a slow, failing or absent secondary never fails or slows the user's write,
+and nothing is lost across restarts. Reads follow the phase: old, shadowed (served by old,
+mirrored to new and compared), canary (a percentage or named segments served by new), or new.
+Rollback triggers watch the new side; when one fires the router returns to dual-write, logs
+the evidence, and the old side's outbox is replayed so it misses nothing written meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from vecmigrate.connectors.base import Connector, QueryResult
+from vecmigrate.errors import ConfigError
+from vecmigrate.routing.phase import Phase, check_transition
+from vecmigrate.routing.state import RouterState, batch_from_bytes, batch_to_bytes
+from vecmigrate.routing.triggers import Evidence, Fired, TriggerConfig, evaluate
+
+log = logging.getLogger("vecmigrate.router")
+T = TypeVar("T")
+
+
+@dataclass
+class RouterConfig:
+    state_path: Path
+    triggers: TriggerConfig = field(default_factory=TriggerConfig)
+    drain_interval_s: float = 0.05
+    retry_backoff_s: float = 0.2
+    shadow_workers: int = 2
+    shadow_queue: int = 64
+    count_check_interval_s: float = 10.0
+
+
+def _overlap(a: list[Any], b: list[Any]) -> float:
+    return len(set(a) & set(b)) / len(a) if a else 1.0
+
+
+class Router:
+    """Route ``upsert``/``delete``/``query`` between an old and a new collection."""
+
+    def __init__(self, old: Connector, new: Connector, config: RouterConfig) -> None:
+        self.sides = {"old": old, "new": new}
+        self.config = config
+        self.state = RouterState(config.state_path)
+        self.evidence = Evidence(config.triggers.window_s)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._shadow = ThreadPoolExecutor(config.shadow_workers, thread_name_prefix="shadow")
+        self._shadow_inflight = threading.Semaphore(config.shadow_queue)
+        self._last_count_check = 0.0
+        self._drainer = threading.Thread(target=self._drain_loop, name="outbox", daemon=True)
+        self._drainer.start()
+
+    # -- phase --------------------------------------------------------------------------
+    @property
+    def phase(self) -> Phase:
+        return self.state.phase
+
+    def set_phase(
+        self,
+        phase: Phase | str,
+        *,
+        percent: float | None = None,
+        segments: Sequence[str] | None = None,
+        actor: str = "operator",
+        force: bool = False,
+    ) -> None:
+        """Move to a phase (one step forward, or back to any earlier one); persisted."""
+        target = Phase.parse(phase) if isinstance(phase, str) else phase
+        check_transition(self.phase, target, force=force)
+        if percent is not None and not 0 <= percent <= 100:
+            raise ConfigError(f"canary percent must be within 0..100, got {percent}")
+        evidence: dict[str, Any] = {"from": self.phase.value, "to": target.value}
+        if percent is not None:
+            self.state.put("canary_percent", percent)
+            evidence["percent"] = percent
+        if segments is not None:
+            self.state.put("canary_segments", list(segments))
+            evidence["segments"] = list(segments)
+        self.state.put("phase", target.value)
+        self.state.log(actor, "phase", evidence)
+        self.evidence.reset()
+        log.info("phase %s -> %s", evidence["from"], target.value)
+
+    # -- writes -------------------------------------------------------------------------
+    def _sides_for_write(self) -> tuple[str, str | None]:
+        phase = self.phase
+        primary = phase.primary
+        other = "new" if primary == "old" else "old"
+        writes_other = phase.writes_new if other == "new" else phase.writes_old
+        return primary, (other if writes_other else None)
+
+    def upsert(self, batch: pa.RecordBatch) -> None:
+        primary, secondary = self._sides_for_write()
+        self._timed(primary, lambda: self.sides[primary].upsert(batch))
+        if secondary is not None:
+            self.state.enqueue(secondary, "upsert", batch_to_bytes(batch), batch.num_rows)
+            self._wake.set()
+
+    def delete(self, ids: Sequence[Any]) -> None:
+        primary, secondary = self._sides_for_write()
+        ids = list(ids)
+        self._timed(primary, lambda: self.sides[primary].delete(ids))
+        if secondary is not None:
+            payload = batch_to_bytes(pa.record_batch({"id": pa.array(ids)}))
+            self.state.enqueue(secondary, "delete", payload, len(ids))
+            self._wake.set()
+
+    def _timed(self, side: str, fn: Callable[[], T]) -> T:
+        t0 = time.perf_counter()
+        try:
+            result = fn()
+        except Exception:
+            self.evidence.op(side, time.perf_counter() - t0, ok=False)
+            self._check_triggers()
+            raise
+        self.evidence.op(side, time.perf_counter() - t0, ok=True)
+        return result
+
+    # -- outbox -------------------------------------------------------------------------
+    def _drain_loop(self) -> None:
+        backoff = {"old": 0.0, "new": 0.0}
+        while not self._stop.is_set():
+            self._wake.wait(self.config.drain_interval_s)
+            self._wake.clear()
+            now = time.monotonic()
+            for side in ("old", "new"):
+                if now < backoff[side]:
+                    continue
+                if not self._drain_side(side):
+                    backoff[side] = now + self.config.retry_backoff_s
+            self._check_triggers()
+
+    def _drain_side(self, side: str) -> bool:
+        """Apply pending writes of one side in order; False at the first failure."""
+        while not self._stop.is_set():
+            pending = self.state.pending(side)
+            if not pending:
+                return True
+            for item in pending:
+                payload = batch_from_bytes(item.payload)
+                t0 = time.perf_counter()
+                try:
+                    if item.op == "upsert":
+                        self.sides[side].upsert(payload)
+                    else:
+                        self.sides[side].delete(payload.column("id").to_pylist())
+                except Exception as exc:
+                    self.evidence.op(side, time.perf_counter() - t0, ok=False)
+                    self.state.failed(item.seq, str(exc))
+                    return False
+                self.evidence.op(side, time.perf_counter() - t0, ok=True)
+                self.state.done([item.seq])
+        return True
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until both outboxes are empty (True) or the timeout passes (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state.depth("old")[0] == 0 and self.state.depth("new")[0] == 0:
+                return True
+            self._wake.set()
+            time.sleep(0.02)
+        return False
+
+    # -- reads --------------------------------------------------------------------------
+    def _reads_new(self, segment: str | None, request_key: str | None) -> bool:
+        phase = self.phase
+        if phase in (Phase.NEW_ONLY, Phase.OLD_RETIRED):
+            return True
+        if phase is not Phase.CANARY:
+            return False
+        segments = self.state.get("canary_segments", [])
+        if segment is not None and segment in segments:
+            return True
+        percent = float(self.state.get("canary_percent", 0.0))
+        if percent <= 0:
+            return False
+        key = request_key if request_key is not None else f"{time.perf_counter_ns()}"
+        bucket = int(hashlib.blake2b(key.encode(), digest_size=4).hexdigest(), 16) % 10_000
+        return bucket < percent * 100
+
+    def query(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        segment: str | None = None,
+        request_key: str | None = None,
+        vector_field: str | None = None,
+    ) -> QueryResult:
+        """kNN from the side this phase (and segment/percentage) routes to."""
+        side = "new" if self._reads_new(segment, request_key) else "old"
+        result: QueryResult = self._timed(
+            side, lambda: self.sides[side].query(vectors, k, vector_field=vector_field)
+        )
+        if self.phase in (Phase.SHADOW, Phase.CANARY) and side == "old":
+            self._mirror(vectors, k, vector_field, result)
+        self._check_triggers()
+        return result
+
+    def _mirror(
+        self, vectors: np.ndarray, k: int, vector_field: str | None, served: QueryResult
+    ) -> None:
+        if not self._shadow_inflight.acquire(blocking=False):
+            return  # shadow traffic is best effort: never queue without bound
+
+        def run() -> None:
+            try:
+                got: QueryResult = self._timed(
+                    "new", lambda: self.sides["new"].query(vectors, k, vector_field=vector_field)
+                )
+                for want, have in zip(served.ids, got.ids, strict=False):
+                    self.evidence.compared(_overlap([str(x) for x in want], [str(x) for x in have]))
+            except Exception as exc:
+                log.debug("shadow query failed: %s", exc)
+            finally:
+                self._shadow_inflight.release()
+
+        self._shadow.submit(run)
+
+    # -- triggers -----------------------------------------------------------------------
+    def _count_drift(self) -> float | None:
+        now = time.monotonic()
+        if now - self._last_count_check < self.config.count_check_interval_s:
+            return None
+        self._last_count_check = now
+        try:
+            old, new = self.sides["old"].count(), self.sides["new"].count()
+        except Exception:
+            return None
+        pending = self.state.depth("new")[1] - self.state.depth("old")[1]
+        return abs(new + pending - old) / max(old, 1)
+
+    def _check_triggers(self) -> None:
+        rollback_to = self.phase.rollback_target
+        if rollback_to is None:
+            return
+        fired = evaluate(self.config.triggers, self.evidence, self._count_drift())
+        if fired is not None:
+            self.rollback(fired)
+
+    def rollback(self, fired: Fired | None = None, *, actor: str = "trigger") -> None:
+        """Route reads and writes back to old; replay what old has not received yet."""
+        current = self.phase
+        target = current.rollback_target or Phase.DUAL_WRITE
+        if current is target:
+            return
+        evidence = {"from": current.value, "to": target.value}
+        if fired is not None:
+            evidence.update({"trigger": fired.trigger, **fired.evidence})
+        self.state.put("phase", target.value)
+        self.state.log(actor, "rollback", evidence)
+        self.evidence.reset()
+        log.warning("rolled back %s -> %s: %s", current.value, target.value, evidence)
+        self._wake.set()
+
+    def metrics(self) -> dict[str, Any]:
+        new_ops, new_rows = self.state.depth("new")
+        old_ops, old_rows = self.state.depth("old")
+        lat = {s: self.evidence.latency[s].values() for s in ("old", "new")}
+        parity = self.evidence.parity.values()
+        return {
+            "phase": self.phase.value,
+            "canary_percent": self.state.get("canary_percent", 0.0),
+            "canary_segments": self.state.get("canary_segments", []),
+            "pending": {
+                "new": {"ops": new_ops, "rows": new_rows},
+                "old": {"ops": old_ops, "rows": old_rows},
+            },
+            "latency_p95_ms": {
+                s: (float(np.percentile(v, 95)) * 1e3 if v else None) for s, v in lat.items()
+            },
+            "parity_mean_overlap": float(np.mean(parity)) if parity else None,
+            "totals": dict(self.evidence.totals),
+        }
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._drainer.join(timeout=10)
+        self._shadow.shutdown(wait=True, cancel_futures=True)
+        self.state.close()
