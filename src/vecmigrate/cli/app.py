@@ -447,3 +447,12 @@ def _root(
 
 def main() -> None:
     app()
+
+
+def _register_extra_commands() -> None:
+    from vecmigrate.cli.serve_cli import serve
+
+    app.command("serve")(serve)
+
+
+_register_extra_commands()

@@ -54,8 +54,8 @@ def knn(
     matrix: np.ndarray, queries: np.ndarray, k: int, metric: Metric
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by brute force: (indices, distances); smaller distance is nearer."""
-    q = queries.astype(np.float32)
-    m = matrix.astype(np.float32)
+    q = queries.astype(np.float64)  # float64: no overflow for any float32 input
+    m = matrix.astype(np.float64)
     if metric is Metric.COSINE:
         qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
         mn = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-30)

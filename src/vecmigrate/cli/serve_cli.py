@@ -1,0 +1,36 @@
+"""``vecmigrate serve CONFIG``: run the routing gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vecmigrate.errors import MissingDependency
+
+
+def serve(
+    config: Annotated[Path, typer.Argument(help="Gateway config (YAML): old, new, state, bounds")],
+    host: Annotated[
+        str | None, typer.Option("--host", help="Bind address (default from config).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default from config).")] = None,
+) -> None:
+    """Serve the dual-write router as a REST API (OpenAPI at /docs) with /metrics."""
+    from vecmigrate.cli.app import _run
+    from vecmigrate.routing.gateway import GatewayConfig, open_gateway
+
+    def start() -> None:
+        try:
+            import uvicorn
+        except ImportError as exc:
+            raise MissingDependency("uvicorn", "serve") from exc
+        cfg = GatewayConfig.load(config)
+        app, router = open_gateway(cfg)
+        try:
+            uvicorn.run(app, host=host or cfg.host, port=port or cfg.port, log_level="warning")
+        finally:
+            router.close()
+
+    _run(False, start)
