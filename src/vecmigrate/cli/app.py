@@ -451,8 +451,10 @@ def main() -> None:
 
 def _register_extra_commands() -> None:
     from vecmigrate.cli.serve_cli import serve
+    from vecmigrate.cli.sync_cli import sync
 
     app.command("serve")(serve)
+    app.command("sync")(sync)
 
 
 _register_extra_commands()

@@ -1,0 +1,1 @@
+"""Change data capture: snapshot, stream the changes made during and after it, catch up."""
