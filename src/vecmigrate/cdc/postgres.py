@@ -187,21 +187,30 @@ class LogicalDecodingSource:
                 )
                 .fetchall()
             )
-            rows = [r for r in rows if _lsn(str(r[0])) > after]
-            if not rows:
-                return
-            batch = ChangeSet(position=str(rows[-1][0]))
+            batch = ChangeSet(position=_fmt_lsn(after))
+            pending_ids: list[str] = []
+            pending_changes = 0
             for lsn, data in rows:
+                if data.startswith("BEGIN"):
+                    pending_ids, pending_changes = [], 0
+                    continue
                 if data.startswith("COMMIT"):
-                    m = _COMMIT_AT.match(data)
-                    if m and batch.oldest_commit is None:
-                        batch.oldest_commit = datetime.fromisoformat(m.group(1)).timestamp()
-                    batch.position = str(lsn)
+                    # change records of interleaved transactions are not in LSN order; only a
+                    # transaction's commit LSN orders it, so filter and advance by that
+                    if _lsn(str(lsn)) > after:
+                        m = _COMMIT_AT.match(data)
+                        if m and batch.oldest_commit is None:
+                            batch.oldest_commit = datetime.fromisoformat(m.group(1)).timestamp()
+                        batch.ids.extend(pending_ids)
+                        batch.changes += pending_changes
+                        batch.position = str(lsn)
                     continue
                 parsed = parse_change(data, self.prefix, self.pg.key)
                 if parsed is not None:
-                    batch.ids.extend(parsed[1])
-                    batch.changes += 1
+                    pending_ids.extend(parsed[1])
+                    pending_changes += 1
+            if _lsn(batch.position) <= after:
+                return
             after = _lsn(batch.position)
             yield batch  # the consumer acknowledges once applied; peeks start after that
 
