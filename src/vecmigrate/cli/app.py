@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from vecmigrate import __version__
-from vecmigrate.cli import output
+from vecmigrate.cli import embed_cli, output
 from vecmigrate.cli.progress import progress_for
 from vecmigrate.connectors.base import IfExists
 from vecmigrate.connectors.registry import connect
@@ -94,6 +94,7 @@ def _do_copy(
     overwrite: bool,
     quiet: bool,
     label: str,
+    **extra: Any,
 ) -> CopyResult:
     options = CopyOptions(
         batch_size=batch_size,
@@ -101,6 +102,7 @@ def _do_copy(
         restart=restart,
         state_dir=state_dir,
         if_exists=IfExists.REPLACE if overwrite else IfExists.REUSE,
+        **extra,
     )
     job = CopyJob(source, target, options, progress_for(label, quiet=quiet))
 
@@ -163,23 +165,83 @@ def copy(
     report: Annotated[
         Path | None, typer.Option("--report", help="With --validate: write an HTML report.")
     ] = None,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local (threads) or ray (tasks on a Ray cluster).")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Ray cluster address (default: local).")
+    ] = None,
+    embed: embed_cli.Embed = None,
+    embed_url: embed_cli.EmbedUrl = None,
+    embed_key_env: embed_cli.EmbedKeyEnv = "OPENAI_API_KEY",
+    text_field: embed_cli.TextField = "document",
+    vector_field: embed_cli.VectorFieldOpt = None,
+    max_cost: embed_cli.MaxCost = None,
+    dead_letter: embed_cli.DeadLetter = None,
+    embed_cache: embed_cli.EmbedCache = None,
+    price: embed_cli.Price = None,
+    prices: embed_cli.Prices = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Copy a collection from SOURCE to TARGET, streaming and checkpointed (re-run to resume)."""
-    result = _run(
+    """Copy a collection from SOURCE to TARGET, streaming and checkpointed (re-run to resume).
+
+    With --embed, vectors are recomputed from the text field by a new model during the copy.
+    """
+    embedding = _run(
         as_json,
-        lambda: _do_copy(
-            source,
-            target,
-            batch_size=batch_size,
-            workers=workers,
-            restart=restart,
-            state_dir=state_dir,
-            overwrite=overwrite,
-            quiet=quiet or (as_json and not sys.stderr.isatty()),
-            label="copy",
+        lambda: embed_cli.embed_options(
+            embed,
+            url=embed_url,
+            key_env=embed_key_env,
+            text_field=text_field,
+            vector_field=vector_field,
+            max_cost=max_cost,
+            dead_letter=dead_letter,
+            cache=embed_cache,
+            price=price,
+            prices=prices,
         ),
     )
+    if embedding is not None and then_validate:
+        output.error(
+            "--validate compares vectors, which --embed changes: check the new model with "
+            "vecmigrate validate --old-embed ... --new-embed ...",
+            as_json=as_json,
+            kind="ConfigError",
+            exit_code=2,
+        )
+        raise typer.Exit(2)
+    result = _run(
+        as_json,
+        lambda: embed_cli.with_reembedding(
+            embedding,
+            source,
+            target,
+            state_dir,
+            restart,
+            lambda transform: _do_copy(
+                source,
+                target,
+                batch_size=batch_size,
+                workers=workers,
+                restart=restart,
+                state_dir=state_dir,
+                overwrite=overwrite,
+                quiet=quiet or (as_json and not sys.stderr.isatty()),
+                label="copy",
+                executor=executor,
+                ray_address=ray_address,
+                transform=transform,
+            ),
+        ),
+    )
+    if embedding is not None:
+        if not as_json:
+            _report_copy(result, as_json, "copy")
+        embed_cli.emit_copy_with_embedding(
+            {"command": "copy", **result.as_dict()}, embedding, as_json
+        )
+        return
     if not then_validate:
         _report_copy(result, as_json, "copy")
         return

@@ -74,12 +74,16 @@ class CopyOptions:
     retry_wait: float = 0.5
     prefetch: int = 2
     transform: BatchTransform | None = None
+    executor: str = "local"  # or "ray"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"unknown --executor {self.executor!r}: use local or ray")
 
 
 @dataclass
@@ -141,7 +145,6 @@ def ledger_path(state_dir: Path, source: ConnectorURI, target: ConnectorURI) -> 
 class _Run:
     """What every worker of one run shares."""
 
-    ledger: Ledger
     source: Connector
     target: Connector
     run_id: str
@@ -175,6 +178,10 @@ class CopyJob:
     def stop(self) -> None:
         """Ask the workers to finish the batch in hand, checkpoint and return."""
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     # -- plan ---------------------------------------------------------------------------
     def _plan(
@@ -237,9 +244,14 @@ class CopyJob:
             target.begin(run_id, resume=resumed)
             pending = [s for s in ledger.states() if not s.done]
             self.progress.start(ledger.info("source_count"), rows_before_run)
-            run = _Run(ledger, source, target, run_id, spec, target_spec)
+            run = _Run(source, target, run_id, spec, target_spec)
             try:
-                self._copy_partitions(run, pending)
+                if self.options.executor == "ray":
+                    from vecmigrate.engine.ray_executor import copy_on_ray
+
+                    copy_on_ray(self, ledger, run, pending)
+                else:
+                    self._copy_partitions(ledger, run, pending)
             finally:
                 self.progress.finish()
             if self._stop.is_set():
@@ -279,13 +291,13 @@ class CopyJob:
                 f"checkpoint {ledger.path} belongs to another copy; use --restart to start over"
             )
 
-    def _copy_partitions(self, run: _Run, pending: list[PartitionState]) -> None:
+    def _copy_partitions(self, ledger: Ledger, run: _Run, pending: list[PartitionState]) -> None:
         if not pending:
             return
         workers = min(self.options.workers, len(pending))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
             futures: list[Future[None]] = [
-                pool.submit(self._copy_partition, run, state) for state in pending
+                pool.submit(self._copy_partition, ledger, run, state) for state in pending
             ]
             try:
                 while True:
@@ -308,13 +320,35 @@ class CopyJob:
                 assert exc is not None
                 raise exc
 
-    def _copy_partition(self, run: _Run, state: PartitionState) -> None:
+    def _copy_partition(self, ledger: Ledger, run: _Run, state: PartitionState) -> None:
+        def commit(cursor: str, rows: int, content_hash: int) -> None:
+            ledger.commit(
+                state.index, cursor=cursor, rows=rows, skipped=0, content_hash=content_hash
+            )
+            self.progress.advance(rows)
+
+        if self.stream_partition(run, state, commit):
+            ledger.mark_done(state.index)
+
+    def stream_partition(
+        self,
+        run: _Run,
+        state: PartitionState,
+        commit: Callable[[str, int, int], None],
+        max_batches: int | None = None,
+    ) -> bool:
+        """Copy a partition from its committed cursor; True once the partition is exhausted.
+
+        After each batch is written, ``commit(cursor, rows, content_hash)`` records it (the
+        hash covers every row of the partition so far). Stops early after ``max_batches``.
+        """
         if self._stop.is_set():
             raise _Stopped
         rows_done = state.rows
         content_hash = state.content_hash
         max_batch = run.target.capabilities.max_batch
-        for sb in self._prefetch(run.source, state.partition, state.cursor):
+        reader = self._prefetch(run.source, state.partition, state.cursor)
+        for batches, sb in enumerate(reader, start=1):
             batch = self._checked(sb.batch, run.spec, state.partition, rows_done)
             content_hash = combine(content_hash, set_hash(batch))
             out = self._transformed(batch, run)
@@ -326,17 +360,12 @@ class CopyJob:
                     WriteToken(run.run_id, state.index, rows_done + offset),
                 )
             rows_done += batch.num_rows
-            run.ledger.commit(
-                state.index,
-                cursor=sb.cursor,
-                rows=batch.num_rows,
-                skipped=0,
-                content_hash=content_hash,
-            )
-            self.progress.advance(batch.num_rows)
+            commit(sb.cursor, batch.num_rows, content_hash)
             if self._stop.is_set():
                 raise _Stopped
-        run.ledger.mark_done(state.index)
+            if max_batches is not None and batches >= max_batches:
+                return False
+        return True
 
     def _transformed(self, batch: pa.RecordBatch, run: _Run) -> pa.RecordBatch:
         transform = self.options.transform
