@@ -29,10 +29,11 @@ from vecmigrate.uri import ConnectorURI
 
 log = logging.getLogger("vecmigrate.sync")
 CDC_KINDS = ("logical", "trigger")
+CHANGE_FEEDS: dict[str, tuple[str, ...]] = {"pgvector": CDC_KINDS}  # scheme -> --cdc kinds
 
 
 def change_source(kind: str, uri: ConnectorURI) -> ChangeSource:
-    if uri.scheme != "pgvector":
+    if uri.scheme not in CHANGE_FEEDS:
         raise ConfigError(
             f"{uri.scheme}:// has no change feed yet: sync supports pgvector:// sources "
             "(logical decoding or a trigger change log)"

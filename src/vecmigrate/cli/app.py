@@ -374,8 +374,13 @@ def validate_(
     source: Annotated[str, typer.Argument(help="Source URI (the reference)")],
     target: Annotated[str, typer.Argument(help="Target URI (the copy to check)")],
     queries: Annotated[
-        int, typer.Option("--queries", min=0, help="Sampled stored vectors used as queries.")
-    ] = 100,
+        str,
+        typer.Option(
+            "--queries",
+            help="Sampled stored vectors used as queries (a number); with --old-embed and "
+            "--new-embed, a file of query texts (JSONL id/text, TSV, or lines).",
+        ),
+    ] = "100",
     k: Annotated[int, typer.Option("--k", min=1, help="Neighbours per query.")] = 10,
     query_file: Annotated[
         Path | None, typer.Option("--query-file", help="Parquet/JSONL with id and vector.")
@@ -393,11 +398,63 @@ def validate_(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write a self-contained HTML report.")
     ] = None,
+    old_embed: embed_cli.OldEmbed = None,
+    new_embed: embed_cli.NewEmbed = None,
+    embed_url: embed_cli.EmbedUrl = None,
+    embed_key_env: embed_cli.EmbedKeyEnv = "OPENAI_API_KEY",
+    min_overlap: embed_cli.MinOverlap = 0.5,
+    adapter: embed_cli.AdapterOpt = None,
+    adapter_kind: embed_cli.AdapterKind = "ridge",
+    adapter_sample: embed_cli.AdapterSample = 2_000,
+    text_field: embed_cli.TextField = "document",
     as_json: JsonFlag = False,
 ) -> None:
-    """Prove TARGET holds what SOURCE holds: every id and value, same query results, latency."""
+    """Prove TARGET holds what SOURCE holds: every id and value, same query results, latency.
+
+    With --old-embed and --new-embed: compare the retrieval of the old model (on SOURCE) and
+    the new one (on TARGET) for the same query texts, with a go/no-go verdict.
+    """
+    sample_size, query_texts = embed_cli.parse_queries(queries)
+    if old_embed is not None or new_embed is not None:
+        if old_embed is None or new_embed is None or query_texts is None:
+            output.error(
+                "compare mode needs --old-embed, --new-embed and --queries FILE of query texts",
+                as_json=as_json,
+                kind="ConfigError",
+                exit_code=2,
+            )
+            raise typer.Exit(2)
+        embed_cli.run_model_validation(
+            source,
+            target,
+            embed_cli.ModelValidation(
+                old_model=old_embed,
+                new_model=new_embed,
+                queries=query_texts,
+                qrels=qrels,
+                k=k,
+                max_drop=max_accuracy_drop,
+                min_overlap=min_overlap,
+                url=embed_url,
+                key_env=embed_key_env,
+                adapter=adapter,
+                adapter_kind=adapter_kind,
+                adapter_sample=adapter_sample,
+                text_field=text_field,
+            ),
+            as_json=as_json,
+        )
+        return
+    if query_texts is not None:
+        output.error(
+            f"--queries {queries!r}: give a number (use --query-file for query vectors)",
+            as_json=as_json,
+            kind="ConfigError",
+            exit_code=2,
+        )
+        raise typer.Exit(2)
     options = ValidateOptions(
-        queries=queries,
+        queries=sample_size,
         k=k,
         query_file=query_file,
         qrels=qrels,
@@ -486,6 +543,9 @@ def inspect(
         )
 
 
+app.command("estimate")(embed_cli.estimate)
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"vecmigrate {__version__}")
@@ -514,9 +574,11 @@ def main() -> None:
 def _register_extra_commands() -> None:
     from vecmigrate.cli.serve_cli import serve
     from vecmigrate.cli.sync_cli import sync
+    from vecmigrate.cli.systems_cli import systems
 
     app.command("serve")(serve)
     app.command("sync")(sync)
+    app.command("systems")(systems)
 
 
 _register_extra_commands()

@@ -1,0 +1,1 @@
+"""sqlite-vec ``vec0`` tables (``sqlitevec:///abs/file.db?table=T``)."""
