@@ -3,7 +3,7 @@
 # Usage: scripts/setup.sh [extras]   (default: the extras whose engines run on this machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${1:-dev,lancedb,chroma,pgvector,milvus,qdrant,faiss,sqlitevec,redis,serve,ray}"
+EXTRAS="${1:-dev,lancedb,chroma,pgvector,milvus,qdrant,faiss,sqlitevec,redis,weaviate,pinecone,elasticsearch,opensearch,serve,ray}"
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

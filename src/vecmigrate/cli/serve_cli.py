@@ -16,6 +16,9 @@ def serve(
         str | None, typer.Option("--host", help="Bind address (default from config).")
     ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default from config).")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the listening address as JSON on start.")
+    ] = False,
 ) -> None:
     """Serve the dual-write router as a REST API (OpenAPI at /docs) with /metrics."""
     from vecmigrate.cli.app import _run
@@ -28,9 +31,17 @@ def serve(
             raise MissingDependency("uvicorn", "serve") from exc
         cfg = GatewayConfig.load(config)
         app, router = open_gateway(cfg)
+        bind_host, bind_port = host or cfg.host, port or cfg.port
+        if as_json:
+            from vecmigrate.cli import output
+
+            output.emit_json(
+                {"command": "serve", "ok": True, "url": f"http://{bind_host}:{bind_port}",
+                 "phase": router.phase.value}
+            )  # fmt: skip
         try:
-            uvicorn.run(app, host=host or cfg.host, port=port or cfg.port, log_level="warning")
+            uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
         finally:
             router.close()
 
-    _run(False, start)
+    _run(as_json, start)

@@ -1,0 +1,1 @@
+"""Elasticsearch (``elasticsearch://HOST:PORT?index=I``) and OpenSearch (``opensearch://...``)."""

@@ -1,0 +1,1 @@
+"""Pinecone (``pinecone://INDEX?namespace=N``), through the pinecone SDK's vectors API."""

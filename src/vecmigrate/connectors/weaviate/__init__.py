@@ -1,0 +1,1 @@
+"""Weaviate (``weaviate://HOST:PORT?collection=C``), through weaviate-client v4 (REST + gRPC)."""
