@@ -42,7 +42,7 @@ class DataError(VecmigrateError):
         self.field = field
         where = []
         if file is not None:
-            where.append(f"file {file}")
+            where.append(file if "://" in file else f"file {file}")
         if row is not None:
             where.append(f"row {row}")
         if record_id is not None:

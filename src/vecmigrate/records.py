@@ -168,3 +168,51 @@ def concat(batches: Sequence[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBat
     if not batches:
         return pa.RecordBatch.from_pylist([], schema=schema)
     return pa.Table.from_batches(list(batches), schema).combine_chunks().to_batches()[0]
+
+
+def row_problems(batch: pa.RecordBatch, spec: CollectionSpec) -> list[tuple[int, str, str]]:
+    """Every bad row of a raw batch as (row, field, reason); later duplicates of an id count."""
+    problems: dict[int, tuple[str, str]] = {}
+    ids = batch.column(ID)
+    id_null = ids.is_null().to_numpy(zero_copy_only=False)
+    for i in np.nonzero(id_null)[0]:
+        problems.setdefault(int(i), (ID, "id is null"))
+    if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+        empty = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), False).to_numpy(zero_copy_only=False)
+        for i in np.nonzero(empty)[0]:
+            problems.setdefault(int(i), (ID, "id is empty"))
+    seen: dict[object, int] = {}
+    counts = pc.value_counts(ids)
+    dup_values = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    if len(dup_values):
+        rows = np.nonzero(pc.is_in(ids, dup_values).to_numpy(zero_copy_only=False))[0]
+        for i in rows:
+            key = ids[int(i)].as_py()
+            if key in seen:
+                problems.setdefault(int(i), (ID, f"duplicate id (first at row {seen[key]})"))
+            else:
+                seen[key] = int(i)
+    for vf in spec.vectors:
+        if vf.sparse or vf.name not in batch.schema.names:
+            continue
+        col = batch.column(vf.name)
+        null = col.is_null().to_numpy(zero_copy_only=False)
+        for i in np.nonzero(null)[0]:
+            problems.setdefault(int(i), (vf.name, "vector is null"))
+        if pa.types.is_fixed_size_list(col.type):
+            lengths = np.full(len(col), col.type.list_size)
+        else:
+            lengths = pc.fill_null(pc.list_value_length(col), vf.dim).to_numpy(zero_copy_only=False)
+        for i in np.nonzero((lengths != vf.dim) & ~null)[0]:
+            problems.setdefault(
+                int(i), (vf.name, f"vector has {int(lengths[i])} dimensions, expected {vf.dim}")
+            )
+        ok_rows = np.nonzero((lengths == vf.dim) & ~null)[0]
+        if len(ok_rows) and pa.types.is_floating(col.type.value_type):
+            vals = col.take(pa.array(ok_rows)).flatten().to_numpy(zero_copy_only=False)
+            with np.errstate(over="ignore", invalid="ignore"):
+                as32 = vals.astype(np.float32)  # values beyond float32 range become inf
+            finite = np.isfinite(as32.reshape(len(ok_rows), vf.dim)).all(axis=1)
+            for i in ok_rows[~finite]:
+                problems.setdefault(int(i), (vf.name, "vector contains NaN or inf"))
+    return sorted((row, f, reason) for row, (f, reason) in problems.items())

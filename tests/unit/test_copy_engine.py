@@ -192,3 +192,45 @@ def test_transient_scan_errors_reopen_from_cursor(tmp_path: Path) -> None:
     copy("flaky://src", "memory://dst", _opts(tmp_path, batch_size=100, retry_wait=0.001))
     assert Flaky.failures == 3
     assert _target_table().sort_by(ID).equals(table.sort_by(ID))
+
+
+def test_on_error_skip_sends_bad_rows_to_the_dead_letter_file(tmp_path: Path) -> None:
+    import json
+
+    spec = make_spec(dim=4)
+    good = make_table(spec, 50)
+    raw = pa.table(
+        {
+            "id": pa.array(["ok-1", "", "dup", "dup", "nan", "short", None]),
+            "vector": pa.array(
+                [[1.0, 2, 3, 4], [1.0, 2, 3, 4], [1.0, 2, 3, 4], [5.0, 6, 7, 8],
+                 [float("nan"), 1, 1, 1], [1.0, 2], [1.0, 2, 3, 4]],
+                pa.list_(pa.float32()),
+            ),
+        }
+    )  # fmt: skip
+    from vecmigrate.connectors.memory.connector import MemoryCollection
+
+    table = pa.concat_tables([good.select(["id", "vector"]).cast(raw.schema), raw])
+    MemoryStore.collections["src"] = MemoryCollection(
+        spec=make_spec(dim=4, metadata=(), documents=False), table=table
+    )
+    with pytest.raises(DataError, match=r"^memory://src partition rows-0-57, row 55, id 'short'"):
+        copy("memory://src", "memory://dst", _opts(tmp_path))
+    dead = tmp_path / "dead.jsonl"
+    result = copy(
+        "memory://src",
+        "memory://dst2",
+        _opts(tmp_path, on_error="skip", dead_letter=dead),
+    )
+    assert result.rows == 52 and result.skipped == 5
+    lines = [json.loads(x) for x in dead.read_text().splitlines()]
+    reasons = {(x["row"], x["field"], x["reason"].split(" (")[0]) for x in lines}
+    assert reasons == {
+        (51, "id", "id is empty"),
+        (53, "id", "duplicate id"),
+        (54, "vector", "vector contains NaN or inf"),
+        (55, "vector", "vector has 2 dimensions, expected 4"),
+        (56, "id", "id is null"),
+    }
+    assert result.as_dict()["dead_letter"] == str(dead)

@@ -10,7 +10,10 @@ absorbs. Only TransientError is retried.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
+import os
 import queue
 import threading
 import time
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
 import pyarrow as pa
 from tenacity import (
     RetryCallState,
@@ -36,7 +40,7 @@ from vecmigrate.engine.mapping import MappingReport, map_spec
 from vecmigrate.engine.transforms import BatchTransform, to_target
 from vecmigrate.errors import ConfigError, DataError, TransientError, Unsupported
 from vecmigrate.hashing import combine, set_hash
-from vecmigrate.records import check_batch, conform
+from vecmigrate.records import check_batch, conform, row_problems
 from vecmigrate.spec import CollectionSpec
 from vecmigrate.uri import ConnectorURI
 
@@ -76,12 +80,16 @@ class CopyOptions:
     transform: BatchTransform | None = None
     executor: str = "local"  # or "ray"
     ray_address: str | None = None
+    on_error: str = "fail"  # or "skip": bad rows go to the dead-letter file
+    dead_letter: Path | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        if self.on_error not in ("fail", "skip"):
+            raise ConfigError(f"unknown --on-error {self.on_error!r}: use fail or skip")
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"unknown --executor {self.executor!r}: use local or ray")
 
@@ -104,6 +112,7 @@ class CopyResult:
     ledger: str
     mapping: dict[str, list[str]]
     spec: CollectionSpec
+    dead_letter: str | None = None
 
     @property
     def rate(self) -> float:
@@ -129,10 +138,20 @@ class CopyResult:
             if self.source_count is not None and self.target_count is not None
             else None,
             "content_hash": self.content_hash,
+            "dead_letter": self.dead_letter,
             "ledger": self.ledger,
             "mapping": self.mapping,
             "spec": self.spec.to_dict(),
         }
+
+
+def _jsonable(value: Any) -> Any:
+    """Dead-letter values as JSON can hold them (NaN/inf spelled out)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def ledger_path(state_dir: Path, source: ConnectorURI, target: ConnectorURI) -> Path:
@@ -173,7 +192,7 @@ class CopyJob:
             raise ConfigError("source and target are the same collection")
         self.progress: Progress = progress or _NoProgress()
         self._stop = threading.Event()
-        self._retrying_log: list[str] = []
+        self._dead_lock = threading.Lock()
 
     def stop(self) -> None:
         """Ask the workers to finish the batch in hand, checkpoint and return."""
@@ -280,6 +299,7 @@ class CopyJob:
             ledger=str(ledger.path),
             mapping=report.as_dict(),
             spec=target_spec,
+            dead_letter=str(self.dead_letter_path()) if skipped else None,
         )
 
     def _check_same_pair(self, ledger: Ledger) -> None:
@@ -321,11 +341,11 @@ class CopyJob:
                 raise exc
 
     def _copy_partition(self, ledger: Ledger, run: _Run, state: PartitionState) -> None:
-        def commit(cursor: str, rows: int, content_hash: int) -> None:
+        def commit(cursor: str, rows: int, content_hash: int, skipped: int) -> None:
             ledger.commit(
-                state.index, cursor=cursor, rows=rows, skipped=0, content_hash=content_hash
+                state.index, cursor=cursor, rows=rows, skipped=skipped, content_hash=content_hash
             )
-            self.progress.advance(rows)
+            self.progress.advance(rows + skipped)
 
         if self.stream_partition(run, state, commit):
             ledger.mark_done(state.index)
@@ -334,22 +354,25 @@ class CopyJob:
         self,
         run: _Run,
         state: PartitionState,
-        commit: Callable[[str, int, int], None],
+        commit: Callable[[str, int, int, int], None],
         max_batches: int | None = None,
     ) -> bool:
         """Copy a partition from its committed cursor; True once the partition is exhausted.
 
-        After each batch is written, ``commit(cursor, rows, content_hash)`` records it (the
-        hash covers every row of the partition so far). Stops early after ``max_batches``.
+        After each batch is written, ``commit(cursor, rows, content_hash, skipped)`` records it
+        (the hash covers every row of the partition so far; skipped rows went to the dead-letter
+        file). Stops early after ``max_batches``.
         """
         if self._stop.is_set():
             raise _Stopped
-        rows_done = state.rows
+        rows_done = state.rows + state.skipped  # rows read so far, the offset of the next
         content_hash = state.content_hash
         max_batch = run.target.capabilities.max_batch
         reader = self._prefetch(run.source, state.partition, state.cursor)
         for batches, sb in enumerate(reader, start=1):
+            read_rows = sb.batch.num_rows
             batch = self._checked(sb.batch, run.spec, state.partition, rows_done)
+            skipped = read_rows - batch.num_rows
             content_hash = combine(content_hash, set_hash(batch))
             out = self._transformed(batch, run)
             step = max_batch or out.num_rows or 1
@@ -359,8 +382,8 @@ class CopyJob:
                     out.slice(offset, step),
                     WriteToken(run.run_id, state.index, rows_done + offset),
                 )
-            rows_done += batch.num_rows
-            commit(sb.cursor, batch.num_rows, content_hash)
+            rows_done += read_rows
+            commit(sb.cursor, batch.num_rows, content_hash, skipped)
             if self._stop.is_set():
                 raise _Stopped
             if max_batches is not None and batches >= max_batches:
@@ -383,6 +406,8 @@ class CopyJob:
     def _checked(
         self, batch: pa.RecordBatch, spec: CollectionSpec, partition: Partition, rows_done: int
     ) -> pa.RecordBatch:
+        if self.options.on_error == "skip":
+            batch = self._dead_letter(batch, spec, partition, rows_done)
         try:
             batch = conform(batch, spec)
             check_batch(batch, spec)
@@ -390,6 +415,45 @@ class CopyJob:
             where = f"{self.source_uri.redacted()} partition {partition.key}"
             raise exc.located(file=exc.file or where, row_offset=rows_done) from exc
         return batch
+
+    def dead_letter_path(self) -> Path:
+        if self.options.dead_letter is not None:
+            return self.options.dead_letter
+        name = ledger_path(self.options.state_dir, self.source_uri, self.target_uri).stem
+        return self.options.state_dir / f"{name}.dead-letter.jsonl"
+
+    def _dead_letter(
+        self, batch: pa.RecordBatch, spec: CollectionSpec, partition: Partition, rows_done: int
+    ) -> pa.RecordBatch:
+        """Move bad rows to the dead-letter file (with the reason); return the good ones.
+
+        Written before the batch's checkpoint, so a crash can repeat a line but never lose
+        one; every line names the partition and row, which makes repeats recognisable.
+        """
+        problems = row_problems(batch, spec)
+        if not problems:
+            return batch
+        bad = np.zeros(batch.num_rows, dtype=bool)
+        lines = []
+        for row, field_name, reason in problems:
+            bad[row] = True
+            record = {k: _jsonable(v) for k, v in batch.slice(row, 1).to_pylist()[0].items()}
+            entry = {
+                "partition": partition.key,
+                "row": rows_done + row,
+                "id": record.get("id"),
+                "field": field_name,
+                "reason": reason,
+                "record": record,
+            }
+            lines.append(json.dumps(entry, default=str))
+        path = self.dead_letter_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._dead_lock, path.open("a", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return batch.filter(pa.array(~bad))
 
     # -- reading ------------------------------------------------------------------------
     def _prefetch(

@@ -28,11 +28,15 @@ def _copy_slice(
 
     job = CopyJob(source, target, CopyOptions(**options))
     src, dst = connect(job.source_uri), connect(job.target_uri)
-    progress: dict[str, Any] = {"cursor": state["cursor"], "rows": 0, "hash": state["hash"]}
+    progress: dict[str, Any] = {
+        "cursor": state["cursor"], "rows": 0, "skipped": 0, "read": 0, "hash": state["hash"],
+    }  # fmt: skip
 
-    def commit(cursor: str, rows: int, content_hash: int) -> None:
+    def commit(cursor: str, rows: int, content_hash: int, skipped: int) -> None:
         progress["cursor"] = cursor
         progress["rows"] += rows
+        progress["skipped"] += skipped
+        progress["read"] += rows + skipped
         progress["hash"] = content_hash
 
     try:
@@ -80,6 +84,8 @@ def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState
         "max_attempts": job.options.max_attempts,
         "retry_wait": job.options.retry_wait,
         "prefetch": job.options.prefetch,
+        "on_error": job.options.on_error,
+        "dead_letter": str(job.dead_letter_path()),
     }
     shared = {
         "run_id": run.run_id,
@@ -98,7 +104,7 @@ def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState
             s = queue.pop(0)
             submit({
                 "index": s.index, "partition": s.partition.to_json(), "cursor": s.cursor,
-                "rows": s.rows, "hash": s.content_hash,
+                "rows": s.rows + s.skipped, "hash": s.content_hash,
             })  # fmt: skip
 
     for _ in range(min(job.options.workers, len(queue))):
@@ -113,12 +119,12 @@ def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState
             for ref in live:
                 ray.cancel(ref)
             raise cause from exc
-        if got["rows"]:
+        if got["read"]:
             ledger.commit(
-                state["index"], cursor=got["cursor"], rows=got["rows"], skipped=0,
+                state["index"], cursor=got["cursor"], rows=got["rows"], skipped=got["skipped"],
                 content_hash=got["hash"],
             )  # fmt: skip
-            job.progress.advance(got["rows"])
+            job.progress.advance(got["read"])
         if got["done"]:
             ledger.mark_done(state["index"])
             if not job.stopping:
