@@ -1,0 +1,1 @@
+"""Redis 8 vector sets (``redis://HOST:PORT?key=K``): one vector set per collection."""
