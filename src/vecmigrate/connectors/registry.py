@@ -124,7 +124,21 @@ def connector_class(scheme: str) -> type[Connector]:
         raise MissingDependency(exc.name or "?", builtin.extra or scheme) from exc
 
 
+LAYOUTS = ("langchain", "llamaindex")
+
+
 def connect(uri: str | ConnectorURI) -> Connector:
-    """Open a connector for a URI (nothing is created or written yet)."""
+    """Open a connector for a URI (nothing is created or written yet).
+
+    ``?layout=langchain|llamaindex`` opens the framework's own layout of that system instead
+    (``vecmigrate.layouts``), reading and writing canonical records.
+    """
     parsed = uri if isinstance(uri, ConnectorURI) else ConnectorURI.parse(uri)
+    layout = parsed.option("layout")
+    if layout is not None:
+        if layout not in LAYOUTS:
+            raise ConfigError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+        from vecmigrate.layouts import layout_connector
+
+        return layout_connector(layout, parsed)
     return connector_class(parsed.scheme)(parsed)
