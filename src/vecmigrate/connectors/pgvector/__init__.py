@@ -1,0 +1,1 @@
+"""PostgreSQL + pgvector connector (``pgvector://USER@HOST:PORT/DB?table=T``), psycopg 3."""
