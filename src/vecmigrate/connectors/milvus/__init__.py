@@ -1,0 +1,1 @@
+"""Milvus connector: a Milvus server (``milvus://``) or Milvus Lite (``milvus+lite://``)."""
