@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vecmigrate.uri import redact_text
@@ -25,7 +26,10 @@ def error(message: str, *, as_json: bool, kind: str, exit_code: int) -> None:
     line = redact_text(" ".join(message.split()))
     if as_json:
         emit_json({"ok": False, "error": kind, "message": line, "exit_code": exit_code})
-    stderr.print(f"[bold red]error[/]: {line}", highlight=False, markup=True, soft_wrap=True)
+    # the message is text, not markup: an id or path like "[/x]" must print as it is
+    stderr.print(
+        f"[bold red]error[/]: {escape(line)}", highlight=False, markup=True, soft_wrap=True
+    )
 
 
 def key_values(title: str, rows: list[tuple[str, Any]]) -> None:
@@ -33,5 +37,5 @@ def key_values(title: str, rows: list[tuple[str, Any]]) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, redact_text(str(value)))
+        table.add_row(escape(key), escape(redact_text(str(value))))
     stdout.print(table)

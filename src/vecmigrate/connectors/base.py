@@ -172,6 +172,9 @@ class Connector:
         """Create the collection for ``spec``; an existing one must be compatible to reuse."""
         raise Unsupported(f"{self.scheme}: writing is not supported")
 
+    def set_source(self, source: str) -> None:
+        """The redacted URI of the source being copied in (file targets record it)."""
+
     def begin(self, run_id: str, *, resume: bool) -> None:
         """Called before the first write of a copy run (``resume`` when continuing one)."""
 

@@ -233,6 +233,7 @@ class CopyJob:
         if self.options.restart and path.exists():
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
+            self.dead_letter_path().unlink(missing_ok=True)  # its lines belong to the old run
         ledger = Ledger(path)
         source = connect(self.source_uri)
         target = connect(self.target_uri)
@@ -260,6 +261,7 @@ class CopyJob:
         if not already_complete:
             if_exists = IfExists.REUSE if resumed else self.options.if_exists
             self._retry(lambda: target.create(target_spec, if_exists))
+            target.set_source(self.source_uri.redacted())
             target.begin(run_id, resume=resumed)
             pending = [s for s in ledger.states() if not s.done]
             self.progress.start(ledger.info("source_count"), rows_before_run)

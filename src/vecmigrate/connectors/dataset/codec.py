@@ -1,0 +1,65 @@
+"""What every shard format provides: encode a batch to bytes, decode a file back in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pyarrow as pa
+
+from vecmigrate.errors import DataError
+from vecmigrate.records import conform
+from vecmigrate.spec import CollectionSpec
+
+
+def at(err: DataError, *, file: str, row_offset: int, line: int | None = None) -> DataError:
+    """``err`` placed in a shard: rows shifted by the rows before the batch, line when known."""
+    moved = err.located(file=file, row_offset=row_offset)
+    if line is None:
+        return moved
+    return DataError(
+        f"{moved.reason} (line {line})",
+        file=moved.file,
+        row=moved.row,
+        record_id=moved.record_id,
+        field=moved.field,
+    )
+
+
+class ShardCodec:
+    """One shard format. Decoded batches have exactly ``spec.arrow_schema()``."""
+
+    format: ClassVar[str] = ""
+    extension: ClassVar[str] = ""
+
+    def encode(self, batch: pa.RecordBatch, spec: CollectionSpec) -> bytes:
+        raise NotImplementedError
+
+    def decode(
+        self, path: Path, spec: CollectionSpec, *, label: str, start: int, batch_size: int
+    ) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """(first row, batch) pairs from row ``start`` on; errors name ``label`` and the row."""
+        raise NotImplementedError
+
+    def line_of(self, path: Path, row: int) -> int | None:
+        """The line a row starts on, for messages (None for binary formats)."""
+        return None
+
+    def read_ids(self, path: Path, spec: CollectionSpec, *, label: str) -> pa.Array:
+        """The id column of a whole shard."""
+        parts = [
+            b.column(0) for _, b in self.decode(path, spec, label=label, start=0, batch_size=65_536)
+        ]
+        id_type = spec.arrow_schema().field(0).type
+        return pa.concat_arrays(parts) if parts else pa.array([], id_type)
+
+    def conformed(
+        self, batch: pa.RecordBatch, spec: CollectionSpec, *, path: Path, label: str, first_row: int
+    ) -> pa.RecordBatch:
+        """Cast a decoded batch to the spec, locating any error in the shard."""
+        try:
+            return conform(batch, spec)
+        except DataError as err:
+            line = self.line_of(path, first_row + err.row) if err.row is not None else None
+            raise at(err, file=label, row_offset=first_row, line=line) from err

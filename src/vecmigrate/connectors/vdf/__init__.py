@@ -1,0 +1,1 @@
+"""Reader for folders written by vdf-io (``VDF_META.json`` + Parquet files): ``vdf:///dir``."""
