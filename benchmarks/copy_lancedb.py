@@ -65,7 +65,7 @@ def make_source(root: Path, rows: int, dim: int, chunk: int = 50_000) -> str:
 def lance_own_add(root: Path, dst: Path) -> float:
     """LanceDB's own batched add: stream the source's batches into a new table (rows/s)."""
     src = lancedb.connect(str(root)).open_table("items")
-    reader = src.to_lance().to_batches(batch_size=10_000)
+    reader = src.search().limit(None).to_batches(10_000)
     db = lancedb.connect(str(dst))
     t0 = time.perf_counter()
     first = next(iter(reader))

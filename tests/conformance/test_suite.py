@@ -17,7 +17,7 @@ from tests.conformance.systems import System, system_params
 from tests.datagen import make_batch, make_spec
 from vecmigrate.connectors import Connector, IfExists, connect
 from vecmigrate.records import vectors_numpy
-from vecmigrate.spec import ID, CollectionSpec, Metric
+from vecmigrate.spec import ID, CollectionSpec, MetadataType, Metric
 
 N = 10_000
 BATCH = 1_000
@@ -88,8 +88,8 @@ def _assert_vectors_equal(
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     elif caps.exact_float32:
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
-    else:  # documented float32 drift (e.g. Chroma: up to 1 ulp)
-        np.testing.assert_array_max_ulp(got, want, maxulp=1)
+    else:  # documented float32 drift (e.g. Chroma: up to 2 ulp on cosine collections)
+        np.testing.assert_array_max_ulp(got, want, maxulp=max(caps.max_ulp, 1))
 
 
 def test_write_count_and_full_scan(open_collection: Any) -> None:
@@ -109,7 +109,11 @@ def test_write_count_and_full_scan(open_collection: Any) -> None:
     )
     for m in spec.metadata:
         g, w = got.column(m.name).to_pylist(), want.column(m.name).to_pylist()
-        assert g == w, m.name
+        if m.type is MetadataType.FLOAT64 and not conn.capabilities.exact_float64:
+            # documented float64 drift (Chroma rounds to 16 significant digits: <= 4 ulp)
+            np.testing.assert_array_max_ulp(np.array(g), np.array(w), maxulp=4)
+        else:
+            assert g == w, m.name
     if spec.has_document:
         assert got.column("document").to_pylist() == want.column("document").to_pylist()
 

@@ -44,7 +44,9 @@ class Capabilities:
     named_vectors: bool = False
     max_dim: int | None = None
     max_batch: int | None = None
-    exact_float32: bool = True
+    exact_float32: bool = True  # vectors come back bit-exact (else within max_ulp)
+    max_ulp: int = 0  # float32 ulps a stored vector component may drift
+    exact_float64: bool = True  # float metadata comes back bit-exact (else within 4 ulps)
     normalizes_cosine: bool = False
     partitions: bool = False
     aliases: bool = False

@@ -25,7 +25,7 @@ from vecmigrate.errors import Unsupported
 from vecmigrate.hashing import column_hash
 from vecmigrate.records import fixed_size_vectors, vectors_numpy
 from vecmigrate.spec import DOCUMENT, ID, CollectionSpec, MetadataType
-from vecmigrate.validate.policy import TolerancePolicy
+from vecmigrate.validate.policy import TolerancePolicy, float64_equal
 
 BUCKET_BYTES = 48 * 2**20  # fingerprint bytes per bucket and side, compared in memory
 PENDING_BYTES = 32 * 2**20  # fingerprint bytes buffered before the largest bucket is flushed
@@ -165,8 +165,13 @@ def _fingerprints(
     if spec.has_document and DOCUMENT in present:
         cols["m:document"] = pa.array(column_hash(batch.column(DOCUMENT)))
     for m in spec.metadata:
-        if m.name in present:
-            cols[f"m:{m.name}"] = pa.array(column_hash(_canonical(batch.column(m.name), m.type)))
+        if m.name not in present:
+            continue
+        value = _canonical(batch.column(m.name), m.type)
+        if m.type is MetadataType.FLOAT64:  # kept as values: compared within a tolerance
+            cols[f"f:{m.name}"] = value
+        else:
+            cols[f"m:{m.name}"] = pa.array(column_hash(value))
     return pa.table(cols)
 
 
@@ -229,8 +234,9 @@ def check_completeness(
         report.target_count = _stream(
             target, dst_spill, spec, policies, dst_present, batch_size, on_target_batch
         )
+        ulps = TolerancePolicy.float64_ulps(source.capabilities, target.capabilities)
         for b in range(buckets):
-            _compare_bucket(report, src_spill.read(b), dst_spill.read(b), policies)
+            _compare_bucket(report, src_spill.read(b), dst_spill.read(b), policies, ulps)
     return report
 
 
@@ -250,6 +256,7 @@ def _compare_bucket(
     src: pa.Table | None,
     dst: pa.Table | None,
     policies: dict[str, TolerancePolicy],
+    float_ulps: int = 0,
 ) -> None:
     if src is None and dst is None:
         return
@@ -279,6 +286,15 @@ def _compare_bucket(
             bad = pc.filter(ids, pa.array(~ok)).to_pylist()
             if bad or name not in report.vector_diffs:
                 report.vector_diffs.setdefault(name, FieldDiff(name)).add(bad)
+        elif kind == "f":
+            a_null = a.is_null().to_numpy(zero_copy_only=False)
+            b_null = b.is_null().to_numpy(zero_copy_only=False)
+            av = pc.fill_null(a, 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
+            bv = pc.fill_null(b, 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
+            ok = (a_null == b_null) & (a_null | float64_equal(av, bv, float_ulps))
+            bad = pc.filter(ids, pa.array(~ok)).to_pylist()
+            if bad:
+                report.metadata_diffs.setdefault(name, FieldDiff(name)).add(bad)
         else:
             differs = pc.fill_null(pc.not_equal(a, b), True)
             bad = pc.filter(ids, differs).to_pylist()

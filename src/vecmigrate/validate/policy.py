@@ -19,6 +19,11 @@ class TolerancePolicy:
     atol: float = 0.0  # absolute tolerance after normalisation / float16 rounding
     reason: str = "bit-exact float32"
 
+    @staticmethod
+    def float64_ulps(source: Capabilities, target: Capabilities) -> int:
+        """ulps float64 metadata may drift between the two systems (0: must be exact)."""
+        return 0 if source.exact_float64 and target.exact_float64 else 4
+
     @classmethod
     def between(
         cls, source: Capabilities, target: Capabilities, vf: VectorField
@@ -31,7 +36,8 @@ class TolerancePolicy:
         if normalize:
             return cls(normalize=True, atol=1e-6, reason="cosine vectors stored normalised")
         if not (source.exact_float32 and target.exact_float32):
-            return cls(max_ulp=1, reason="engine may change float32 values by 1 ulp")
+            ulps = max(source.max_ulp, target.max_ulp, 1)
+            return cls(max_ulp=ulps, reason=f"engine may change float32 values by {ulps} ulp")
         return cls()
 
     def prepare(self, m: np.ndarray) -> np.ndarray:
@@ -54,3 +60,15 @@ class TolerancePolicy:
         ib = np.where(ib < 0, -(ib & 0x7FFFFFFF), ib)
         within: np.ndarray = (np.abs(ia - ib) <= self.max_ulp).all(axis=1)
         return within
+
+
+def float64_equal(a: np.ndarray, b: np.ndarray, ulps: int) -> np.ndarray:
+    """Element-wise: equal within ``ulps`` float64 units in the last place (NaN equals NaN)."""
+    ia = a.view(np.int64)
+    ib = b.view(np.int64)
+    ia = np.where(ia < 0, -(ia & 0x7FFFFFFFFFFFFFFF), ia)
+    ib = np.where(ib < 0, -(ib & 0x7FFFFFFFFFFFFFFF), ib)
+    close = np.abs(ia - ib) <= ulps
+    both_nan = np.isnan(a) & np.isnan(b)
+    out: np.ndarray = close | both_nan
+    return out

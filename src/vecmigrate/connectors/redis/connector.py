@@ -80,6 +80,7 @@ class RedisConnector(Connector):
         metadata_types=ALL_METADATA,
         documents=True,
         exact_float32=False,
+        max_ulp=1,
         normalizes_cosine=False,
         notes=(
             "one vector set per collection (?key=K); the spec is kept in K:vecmigrate:spec",

@@ -1,0 +1,1 @@
+"""LanceDB connector (``lancedb:///abs/dir?table=T``): a local LanceDB database folder."""

@@ -1,0 +1,434 @@
+"""LanceDB connector against the real engine: what the shared conformance suite does not cover."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tests.datagen import make_batch, make_spec
+from vecmigrate.connectors import Connector, IfExists, WriteToken, connect
+from vecmigrate.errors import ConfigError, DataError, NotFoundError, SchemaMismatch
+from vecmigrate.records import fixed_size_vectors, vectors_numpy
+from vecmigrate.spec import (
+    SPARSE_TYPE,
+    CollectionSpec,
+    IndexConfig,
+    MetadataField,
+    MetadataType,
+    Metric,
+    VectorField,
+)
+
+lancedb = pytest.importorskip("lancedb")
+
+
+def _uri(tmp_path: Path, table: str = "items", **options: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in {"table": table, **options}.items())
+    return f"lancedb://{tmp_path}/db?{query}"
+
+
+def _filled(uri: str, spec: CollectionSpec, batches: list[pa.RecordBatch]) -> Connector:
+    conn = connect(uri)
+    conn.create(spec, IfExists.REPLACE)
+    for b in batches:
+        conn.upsert(b)
+    return conn
+
+
+def _scan_ids(conn: Connector, hint: int = 4, batch: int = 333) -> list[Any]:
+    return [
+        i
+        for p in conn.partitions(hint)
+        for sb in conn.scan(p, None, batch)
+        for i in sb.batch.column("id").to_pylist()
+    ]
+
+
+def test_scan_reads_the_version_pinned_when_planned(tmp_path: Path) -> None:
+    spec = make_spec(dim=8)
+    uri = _uri(tmp_path)
+    conn = _filled(uri, spec, [make_batch(spec, s, 500) for s in range(0, 3000, 500)])
+    parts = conn.partitions(3)
+    versions = {p.bounds["version"] for p in parts}
+    assert len(versions) == 1
+    first = next(conn.scan(parts[0], None, 400))
+    # the table changes after planning: rows added, deleted and replaced
+    conn.upsert(make_batch(spec, 3000, 700))
+    conn.delete([f"doc-{i:07d}" for i in range(0, 3000, 7)])
+    conn.upsert(make_batch(spec, 100, 50, seed=5))
+    assert conn.count() == len((set(range(3700)) - set(range(0, 3000, 7))) | set(range(100, 150)))
+    # a new process resumes from the cursor and sees the planned version only
+    with connect(uri) as again:
+        ids = first.batch.column("id").to_pylist()
+        ids += [
+            i
+            for sb in again.scan(parts[0], first.cursor, 400)
+            for i in sb.batch.column("id").to_pylist()
+        ]
+        for p in parts[1:]:
+            ids += [i for sb in again.scan(p, None, 400) for i in sb.batch.column("id").to_pylist()]
+    assert ids == [f"doc-{i:07d}" for i in range(3000)]
+
+
+def test_partitions_cover_every_row_once_across_fragments_and_deletions(tmp_path: Path) -> None:
+    spec = make_spec(dim=4, id_type="int64")
+    conn = _filled(_uri(tmp_path), spec, [make_batch(spec, s, 317) for s in range(0, 5072, 317)])
+    conn.delete(list(range(1, 5073, 11)))
+    want = sorted(set(range(1, 5073)) - set(range(1, 5073, 11)))
+    for hint, batch in [(1, 10_000), (4, 97), (7, 1000)]:
+        got = _scan_ids(conn, hint, batch)
+        assert got == want, (hint, batch)
+    # resuming every partition from every cursor gives exactly the rest
+    for p in conn.partitions(3):
+        whole = list(conn.scan(p, None, 250))
+        for k, sb in enumerate(whole[:-1]):
+            rest = [
+                i for s in conn.scan(p, sb.cursor, 250) for i in s.batch.column("id").to_pylist()
+            ]
+            assert rest == [i for s in whole[k + 1 :] for i in s.batch.column("id").to_pylist()]
+
+
+def test_explicit_version_option(tmp_path: Path) -> None:
+    spec = make_spec(dim=4)
+    conn = _filled(_uri(tmp_path), spec, [make_batch(spec, 0, 100)])
+    version = lancedb.connect(str(tmp_path / "db")).open_table("items").version
+    conn.upsert(make_batch(spec, 100, 100))
+    with connect(_uri(tmp_path, version=str(version))) as old:
+        assert len(_scan_ids(old)) == 100
+        assert {p.bounds["version"] for p in old.partitions(2)} == {version}
+    with connect(_uri(tmp_path, version="99")) as missing, pytest.raises(NotFoundError, match="99"):
+        missing.partitions(2)
+
+
+def test_missing_table_and_folder_are_not_found_and_not_created(tmp_path: Path) -> None:
+    spec = make_spec(dim=4)
+    _filled(_uri(tmp_path), spec, [make_batch(spec, 0, 10)]).close()
+    with connect(_uri(tmp_path, table="nope")) as conn:
+        assert not conn.exists()
+        with pytest.raises(NotFoundError, match="'nope'"):
+            conn.count()
+        with pytest.raises(NotFoundError, match="'nope'"):
+            conn.describe()
+    missing = tmp_path / "no" / "such"
+    with connect(f"lancedb://{missing}?table=t") as conn:
+        assert not conn.exists()
+        with pytest.raises(NotFoundError, match="does not exist"):
+            conn.partitions(2)
+    assert not missing.exists()
+
+
+def test_uri_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="table"):
+        connect("lancedb:///data/db")
+    with pytest.raises(ConfigError, match="tabel"):
+        connect("lancedb:///data/db?table=t&tabel=x")
+    with pytest.raises(ConfigError, match="search"):
+        connect("lancedb:///data/db?table=t&search=fast")
+
+
+def _made_by_lancedb(root: Path, *, with_index: bool) -> None:
+    """A table created with LanceDB's own API, the way its users make them."""
+    db = lancedb.connect(str(root))
+    rng = np.random.default_rng(3)
+    n = 300
+    table = pa.table(
+        {
+            "pk": pa.array(np.arange(n) * 10, pa.int64()),
+            "embedding": fixed_size_vectors(rng.standard_normal((n, 16), dtype=np.float32)),
+            "half": pa.FixedSizeListArray.from_arrays(
+                pa.array(rng.standard_normal(n * 4).astype(np.float16)), 4
+            ),
+            "title": pa.array([f"title {i}" for i in range(n)]),
+            "price": pa.array(rng.random(n) * 100),
+            "count": pa.array(np.arange(n, dtype=np.int32)),
+            "tags": pa.array([["a", "b"][: i % 3] for i in range(n)], pa.list_(pa.string())),
+            "extra": pa.array(
+                [{"k": i, "s": "x"} for i in range(n)],
+                pa.struct([("k", pa.int64()), ("s", pa.string())]),
+            ),
+            "when": pa.array(
+                [dt.datetime(2024, 1, 1) + dt.timedelta(hours=i) for i in range(n)],
+                pa.timestamp("ns"),
+            ),
+            "flag": pa.array([None if i % 4 else i % 8 == 0 for i in range(n)], pa.bool_()),
+            "blob": pa.array([b"\x00\x01"] * n, pa.binary()),
+        }
+    )
+    made = db.create_table("theirs", data=table)
+    if with_index:
+        from lancedb.index import IvfFlat
+
+        made.create_index("embedding", config=IvfFlat(distance_type="cosine", num_partitions=2))
+
+
+def test_describe_and_read_a_table_made_by_lancedb(tmp_path: Path) -> None:
+    _made_by_lancedb(tmp_path / "db", with_index=True)
+    with connect(_uri(tmp_path, table="theirs", id_column="pk")) as conn:
+        spec = conn.describe()
+        assert spec.id_type == "int64"
+        vectors = {v.name: v for v in spec.vectors}
+        assert vectors["embedding"].dim == 16
+        assert vectors["embedding"].metric is Metric.COSINE  # from the vector index
+        assert vectors["half"].metric is Metric.L2  # no index: LanceDB's default
+        types = {m.name: m.type for m in spec.metadata}
+        assert types == {
+            "title": MetadataType.STRING,
+            "price": MetadataType.FLOAT64,
+            "count": MetadataType.INT64,
+            "tags": MetadataType.LIST_STRING,
+            "extra": MetadataType.JSON,
+            "when": MetadataType.TIMESTAMP,
+            "flag": MetadataType.BOOL,
+        }
+        assert spec.system["lancedb"]["skipped_columns"] == ["blob"]
+        assert [(ix.field, ix.kind, ix.metric) for ix in spec.indexes] == [
+            ("embedding", "ivf_flat", Metric.COSINE)
+        ]
+        rows = pa.Table.from_batches(
+            [sb.batch for p in conn.partitions(2) for sb in conn.scan(p, None, 128)]
+        )
+        assert rows.schema == spec.arrow_schema()
+        assert rows.column("id").to_pylist() == list(range(0, 3000, 10))
+        assert json.loads(rows.column("extra")[5].as_py()) == {"k": 5, "s": "x"}
+        assert rows.column("when")[1].as_py() == dt.datetime(2024, 1, 1, 1, tzinfo=dt.UTC)
+        assert rows.column("flag").to_pylist()[:5] == [True, None, None, None, False]
+        assert vectors_numpy(rows.column("half")).dtype == np.float32
+        assert conn.fetch([0, 20, 99_999]).column("id").to_pylist() == [0, 20]
+
+
+def test_table_made_elsewhere_without_id_column_says_how_to_name_it(tmp_path: Path) -> None:
+    _made_by_lancedb(tmp_path / "db", with_index=False)
+    with connect(_uri(tmp_path, table="theirs")) as conn, pytest.raises(ConfigError, match="pk"):
+        conn.describe()
+
+
+def test_reuse_checks_compatibility(tmp_path: Path) -> None:
+    spec = make_spec(dim=8)
+    conn = _filled(_uri(tmp_path), spec, [make_batch(spec, 0, 10)])
+    conn.create(spec, IfExists.REUSE)  # same spec: fine
+    other = make_spec(dim=8, metric=Metric.L2)
+    with pytest.raises(SchemaMismatch, match="metric"):
+        conn.create(other, IfExists.REUSE)
+    retyped = spec.model_copy(deep=True)
+    retyped.metadata[0].type = MetadataType.INT64
+    with pytest.raises(SchemaMismatch, match="category"):
+        conn.create(retyped, IfExists.REUSE)
+    with pytest.raises(SchemaMismatch, match="already exists"):
+        conn.create(spec, IfExists.FAIL)
+    conn.create(other, IfExists.REPLACE)
+    assert conn.count() == 0
+    assert conn.describe().vector().metric is Metric.L2
+
+
+def test_reuse_of_a_table_made_elsewhere_does_not_insist_on_a_metric(tmp_path: Path) -> None:
+    _made_by_lancedb(tmp_path / "db", with_index=False)
+    with connect(_uri(tmp_path, table="theirs", id_column="pk")) as conn:
+        spec = conn.describe()
+        spec.vector("embedding").metric = Metric.IP
+        conn.create(spec, IfExists.REUSE)
+        spec.vector("embedding").dim = 3
+        with pytest.raises(SchemaMismatch, match="dim 16"):
+            conn.create(spec, IfExists.REUSE)
+
+
+def test_ids_that_need_quoting(tmp_path: Path) -> None:
+    spec = make_spec(dim=4, metadata=())
+    ids = ["it's", "a\\b", 'q"q', "x' OR '1'='1", "ünï 🚀", "%_", "back`tick", "semi;colon"]
+    batch = make_batch(spec, 0, len(ids)).set_column(0, "id", pa.array(ids))
+    conn = _filled(_uri(tmp_path), spec, [batch])
+    assert sorted(conn.fetch(ids).column("id").to_pylist()) == sorted(ids)
+    assert conn.fetch(["x"]).num_rows == 0
+    conn.delete(["x' OR '1'='1", "it's"])
+    assert sorted(conn.fetch(ids).column("id").to_pylist()) == sorted(
+        set(ids) - {"x' OR '1'='1", "it's"}
+    )
+    assert conn.count() == len(ids) - 2
+
+
+def test_json_sparse_and_named_vectors_round_trip(tmp_path: Path) -> None:
+    spec = CollectionSpec(
+        name="multi",
+        id_type="int64",
+        vectors=[
+            VectorField(name="text", dim=6, metric=Metric.IP),
+            VectorField(name="image", dim=3, metric=Metric.L2),
+            VectorField(name="sparse", dim=0, sparse=True, metric=Metric.IP),
+        ],
+        metadata=[
+            MetadataField(name="payload", type=MetadataType.JSON),
+            MetadataField(name="at", type=MetadataType.TIMESTAMP),
+            MetadataField(name="scores", type=MetadataType.LIST_FLOAT64),
+        ],
+    )
+    rng = np.random.default_rng(1)
+    n = 50
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": pa.array(np.arange(n), pa.int64()),
+            "text": fixed_size_vectors(rng.standard_normal((n, 6), dtype=np.float32)),
+            "image": fixed_size_vectors(rng.standard_normal((n, 3), dtype=np.float32)),
+            "sparse": pa.array(
+                [{"indices": [i, i + 7], "values": [0.5, -1.0]} for i in range(n)], SPARSE_TYPE
+            ),
+            "payload": pa.array([json.dumps({"i": i, "nested": [i]}) for i in range(n)]),
+            "at": pa.array([dt.datetime(2020, 1, 1, tzinfo=dt.UTC)] * n, pa.timestamp("us", "UTC")),
+            "scores": pa.array([[0.1, float(i)] for i in range(n)], pa.list_(pa.float64())),
+        }
+    ).cast(spec.arrow_schema())
+    uri = _uri(tmp_path, table="multi")
+    _filled(uri, spec, [batch]).close()
+    with connect(uri) as conn:
+        got = conn.describe()
+        assert got.vectors == spec.vectors
+        assert got.metadata == spec.metadata
+        rows = pa.Table.from_batches(
+            [sb.batch for p in conn.partitions(1) for sb in conn.scan(p, None, 64)]
+        )
+        assert rows.equals(pa.Table.from_batches([batch]))
+        image = vectors_numpy(batch.column("image"))
+        result = conn.query(image[[3, 9]], 2, vector_field="image")
+        assert [r[0] for r in result.ids] == [3, 9]
+        assert result.scores[0][0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_query_returns_k_per_query_in_distance_order(tmp_path: Path) -> None:
+    spec = make_spec(dim=16, metric=Metric.COSINE, metadata=())
+    batch = make_batch(spec, 0, 400)
+    conn = _filled(_uri(tmp_path), spec, [batch])
+    vectors = vectors_numpy(batch.column("vector"))
+    result = conn.query(vectors[:20], 7)
+    assert len(result.ids) == 20
+    for i, (ids, scores) in enumerate(zip(result.ids, result.scores, strict=True)):
+        assert ids[0] == f"doc-{i:07d}"
+        assert len(ids) == 7
+        assert scores == sorted(scores)
+    assert conn.query(vectors[:1], 1000).ids[0].__len__() == 400
+
+
+def test_fresh_run_appends_and_resends_merge(tmp_path: Path) -> None:
+    spec = make_spec(dim=8)
+    conn = connect(_uri(tmp_path))
+    conn.create(spec, IfExists.REPLACE)
+    conn.begin("run-1", resume=False)
+    table = conn._latest()  # type: ignore[attr-defined]
+    calls: list[str] = []
+    add, merge = table.add, table.merge_insert
+    table.add = lambda *a, **k: (calls.append("add"), add(*a, **k))[1]
+    table.merge_insert = lambda *a, **k: (calls.append("merge"), merge(*a, **k))[1]
+    batches = [make_batch(spec, s, 250) for s in range(0, 1000, 250)]
+    for s, b in zip(range(0, 1000, 250), batches, strict=True):
+        conn.upsert(b, WriteToken("run-1", 0, s))
+    conn.upsert(batches[1], WriteToken("run-1", 0, 250))  # re-sent after a retry
+    conn.upsert(batches[2], None)  # no token: nothing is known
+    conn.upsert(batches[3], WriteToken("other-run", 0, 750))
+    assert calls == ["add"] * 4 + ["merge"] * 3
+    conn.finalize(spec)
+    assert conn.count() == 1000
+    # a resumed run merges everything
+    conn.begin("run-1", resume=True)
+    calls.clear()
+    conn.upsert(batches[0], WriteToken("run-1", 1, 0))
+    assert calls == ["merge"]
+    assert conn.count() == 1000
+
+
+def test_fresh_run_drops_duplicate_ids_sent_in_different_batches(tmp_path: Path) -> None:
+    spec = make_spec(dim=8)
+    conn = connect(_uri(tmp_path))
+    conn.create(spec, IfExists.REPLACE)
+    conn.begin("run-1", resume=False)
+    conn.upsert(make_batch(spec, 0, 100), WriteToken("run-1", 0, 0))
+    newer = make_batch(spec, 50, 100, seed=42)  # ids 50..149, 50 of them already written
+    conn.upsert(newer, WriteToken("run-1", 1, 0))
+    conn.finalize(spec)
+    assert conn.count() == 150
+    got = pa.Table.from_batches([conn.fetch(newer.column("id").to_pylist()[:50])]).sort_by("id")
+    assert np.array_equal(
+        vectors_numpy(got.column("vector")), vectors_numpy(newer.column("vector"))[:50]
+    )
+
+
+def test_failed_append_switches_to_merge(tmp_path: Path) -> None:
+    """An add that committed but reported an error must not duplicate rows on retry."""
+    spec = make_spec(dim=8)
+    conn = connect(_uri(tmp_path))
+    conn.create(spec, IfExists.REPLACE)
+    conn.begin("run-1", resume=False)
+    table = conn._latest()  # type: ignore[attr-defined]
+    add = table.add
+
+    def add_then_fail(*args: Any, **kwargs: Any) -> Any:
+        add(*args, **kwargs)
+        raise OSError(104, "Connection reset by peer")
+
+    table.add = add_then_fail
+    batch = make_batch(spec, 0, 300)
+    from vecmigrate.errors import TransientError
+
+    with pytest.raises(TransientError):
+        conn.upsert(batch, WriteToken("run-1", 0, 0))
+    conn.upsert(batch, WriteToken("run-1", 0, 0))
+    conn.upsert(make_batch(spec, 300, 10), WriteToken("run-1", 0, 300))
+    assert conn.count() == 310
+
+
+def test_duplicate_ids_in_one_batch_are_refused(tmp_path: Path) -> None:
+    spec = make_spec(dim=4)
+    conn = connect(_uri(tmp_path))
+    conn.create(spec, IfExists.REPLACE)
+    conn.begin("run-1", resume=False)
+    batch = make_batch(spec, 0, 5)
+    doubled = pa.concat_batches([batch, batch.slice(2, 1)])
+    with pytest.raises(DataError, match="duplicate id"):
+        conn.upsert(doubled, WriteToken("run-1", 0, 0))
+    with pytest.raises(DataError, match="duplicate id"):
+        conn.upsert(doubled)
+    assert conn.count() == 0
+
+
+def test_finalize_compacts_many_small_fragments_and_keeps_old_versions(tmp_path: Path) -> None:
+    spec = make_spec(dim=4)
+    uri = _uri(tmp_path)
+    conn = _filled(uri, spec, [make_batch(spec, s, 15) for s in range(0, 1050, 15)])
+    table = lancedb.connect(str(tmp_path / "db")).open_table("items")
+    before = table.stats()["fragment_stats"]["num_fragments"]
+    old_version = table.version
+    conn.finalize(spec)
+    table.checkout_latest()
+    assert before == 70
+    assert table.stats()["fragment_stats"]["num_fragments"] < before
+    assert conn.count() == 1050
+    with connect(_uri(tmp_path, version=str(old_version))) as old:
+        assert len(_scan_ids(old)) == 1050
+
+
+def test_finalize_builds_the_index_the_spec_asks_for(tmp_path: Path) -> None:
+    spec = make_spec(dim=16, metric=Metric.COSINE, metadata=())
+    spec.indexes = [IndexConfig(field="vector", kind="hnsw", metric=Metric.COSINE, params={"M": 8})]
+    batches = [make_batch(spec, s, 1000) for s in range(0, 2000, 1000)]
+    with connect(_uri(tmp_path, index="always")) as conn:
+        conn.create(spec, IfExists.REPLACE)
+        for b in batches:
+            conn.upsert(b)
+        conn.finalize(spec)
+        got = conn.describe()
+        assert [(ix.field, ix.kind, ix.metric) for ix in got.indexes] == [
+            ("vector", "ivf_hnsw_sq", Metric.COSINE)
+        ]
+        queries = vectors_numpy(batches[0].column("vector"))[:5]
+        assert [r[0] for r in conn.query(queries, 3).ids] == [f"doc-{i:07d}" for i in range(5)]
+    with connect(_uri(tmp_path, search="exact")) as exact:
+        assert [r[0] for r in exact.query(queries, 3).ids] == [f"doc-{i:07d}" for i in range(5)]
+    for option in ("auto", "none"):  # auto waits for 100k rows: exact search is fast below
+        with connect(_uri(tmp_path, table=f"t_{option}", index=option)) as conn:
+            conn.create(spec, IfExists.REPLACE)
+            for b in batches:
+                conn.upsert(b)
+            conn.finalize(spec)
+            assert conn.describe().indexes == []
