@@ -82,7 +82,9 @@ def render(result: ValidationResult) -> str:
     recall_key = next((k for k in parity if k == "recall_distribution"), None)
     if recall_key:
         plots.append(
-            _histogram_svg(parity[recall_key], f"recall@{parity.get('k')} per query", bins=10)
+            _histogram_svg(
+                parity[recall_key], f"recall@{parity.get('k')} per query", bins=10, span=(0.0, 1.0)
+            )
         )
     for side in ("source", "target"):
         ms = result.parity_samples.get(f"{side}_ms")
