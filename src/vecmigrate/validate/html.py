@@ -22,11 +22,16 @@ th{background:#f5f5f5} code{font-size:.9em} .plots{display:flex;gap:2rem;flex-wr
 
 
 def _histogram_svg(
-    values: list[float], title: str, bins: int = 20, width: int = 420, height: int = 220
+    values: list[float],
+    title: str,
+    bins: int = 20,
+    width: int = 420,
+    height: int = 220,
+    span: tuple[float, float] | None = None,
 ) -> str:
     if not values:
         return ""
-    counts, edges = np.histogram(np.asarray(values, dtype=float), bins=bins)
+    counts, edges = np.histogram(np.asarray(values, dtype=float), bins=bins, range=span)
     top = max(int(counts.max()), 1)
     pad, bw = 30, (width - 40) / bins
     bars = []
