@@ -64,7 +64,8 @@ def map_spec(
         if vf.metric.value == "cosine" and caps.normalizes_cosine:
             report.converted.append(note + " (target stores cosine vectors normalised)")
         elif not caps.exact_float32:
-            report.converted.append(note + " (target may change float32 values by 1 ulp)")
+            ulps = max(caps.max_ulp, 1)
+            report.converted.append(note + f" (target may change float32 values by {ulps} ulp)")
         else:
             report.exact.append(note)
     vector_count = sum(1 for v in spec.vectors if not v.sparse)
