@@ -99,12 +99,14 @@ def validate(
     opts = options or ValidateOptions()
     started = time.perf_counter()
     with connect(source_uri) as source, connect(target_uri) as target:
-        return _validate(source, target, opts, started)
+        return validate_connectors(source, target, opts, started)
 
 
-def _validate(
-    source: Connector, target: Connector, opts: ValidateOptions, started: float
+def validate_connectors(
+    source: Connector, target: Connector, opts: ValidateOptions, started: float | None = None
 ) -> ValidationResult:
+    """Validate two open connectors (e.g. wrapped to a segment); see :func:`validate`."""
+    started = time.perf_counter() if started is None else started
     spec = source.describe()
     vf = spec.vector()
     checks: dict[str, dict[str, Any]] = {}
