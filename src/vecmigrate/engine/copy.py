@@ -115,12 +115,24 @@ class CopyResult:
     dead_letter: str | None = None
 
     @property
+    def rows_lost(self) -> int:
+        """Rows the copy wrote that the target no longer holds (0 when it cannot tell).
+
+        A target that lost committed writes (a crash with asynchronous commits, say) shows
+        up here; the target may also hold more rows than were copied, which is not a loss.
+        """
+        if self.target_count is None:
+            return 0
+        return max(0, self.rows - self.target_count)
+
+    @property
     def rate(self) -> float:
         return self.rows_this_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "ok": True,
+            "ok": not self.rows_lost,
+            "rows_lost": self.rows_lost,
             "source": self.source,
             "target": self.target,
             "run_id": self.run_id,
@@ -451,8 +463,13 @@ class CopyJob:
             lines.append(json.dumps(entry, default=str))
         path = self.dead_letter_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._dead_lock, path.open("a", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
+        with self._dead_lock, path.open("a+b") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell():  # a crash mid-append may have left a partial line: end it first
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
+            fh.write(("\n".join(lines) + "\n").encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
         return batch.filter(pa.array(~bad))

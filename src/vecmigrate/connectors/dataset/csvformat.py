@@ -90,7 +90,10 @@ class CsvCodec(ShardCodec):
             if "Empty CSV file" in str(exc):
                 return
             raise self._diagnose(path, spec, label, exc) from exc
-        names = reader.schema.names
+        try:
+            names = reader.schema.names
+        except UnicodeDecodeError as exc:
+            raise DataError("the header row is not UTF-8 (line 1)", file=label) from exc
         for name in names:
             if name not in types:
                 raise DataError("unknown column (line 1)", file=label, field=name)

@@ -41,7 +41,7 @@ from vecmigrate.connectors.milvus.schema import (
     metric_name,
     parse_description,
 )
-from vecmigrate.errors import DataError, NotFoundError, SchemaMismatch
+from vecmigrate.errors import DataError, NotFoundError, SchemaMismatch, Unsupported
 from vecmigrate.records import conform, fixed_size_vectors
 from vecmigrate.spec import (
     DOCUMENT,
@@ -504,6 +504,36 @@ class MilvusConnector(Connector):
             if self.client.has_collection(self.name, timeout=self.config.timeout):
                 self.client.drop_collection(self.name, timeout=self.config.timeout)
         self._spec = self._layout = None
+
+    # -- aliases (Milvus server; Milvus Lite has none) ----------------------------------
+    def _alias_target(self, alias: str) -> str | None:
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            info = self.client.describe_alias(alias, timeout=self.config.timeout)
+        except MilvusException:
+            return None
+        return str(info.get("collection_name")) if info else None
+
+    def switch_alias(self, alias: str) -> str | None:
+        """Point ``alias`` at this collection (alter or create); returns its old target."""
+        if self.config.lite:
+            raise Unsupported("Milvus Lite has no aliases: traffic switches through the router")
+        t = self.config.timeout
+        with translated(f"switching alias {alias!r} to {self.name!r}"):
+            previous = self._alias_target(alias)
+            if previous is None:
+                self.client.create_alias(self.name, alias, timeout=t)
+            else:
+                self.client.alter_alias(self.name, alias, timeout=t)
+        return previous
+
+    def drop_alias(self, alias: str) -> None:
+        if self.config.lite:
+            raise Unsupported("Milvus Lite has no aliases")
+        with translated(f"dropping alias {alias!r}"):
+            if self._alias_target(alias) is not None:
+                self.client.drop_alias(alias, timeout=self.config.timeout)
 
 
 # -- column conversions ------------------------------------------------------------------

@@ -496,6 +496,48 @@ class PgvectorConnector(Connector):
         self._forget()
         self._spec = None
 
+    # -- aliases: a view over the table, replaced in one transaction ---------------------
+    def switch_alias(self, alias: str) -> str | None:
+        """Make view ``alias`` select this table; returns the table it selected before."""
+        check_identifier(alias, "alias")
+        marker = "vecmigrate alias of "
+        with self._translated(f"switch alias {alias!r}"):
+            conn = self._conn()
+            schema = self._resolve_schema(conn)
+            view = sql.Identifier(schema, alias)
+            row = conn.execute(
+                "SELECT c.relkind, obj_description(c.oid, 'pg_class') FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND "
+                "c.relname = %s",
+                (schema, alias),
+            ).fetchone()
+            previous = None
+            if row is not None:
+                if row[0] != "v" or not str(row[1] or "").startswith(marker):
+                    raise SchemaMismatch(
+                        f"pgvector: {schema}.{alias} exists and is not an alias view made by "
+                        "vecmigrate; refusing to replace it"
+                    )
+                previous = str(row[1])[len(marker) :]
+            with conn.transaction():
+                conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+                conn.execute(
+                    sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(view, self._ident())
+                )
+                conn.execute(
+                    sql.SQL("COMMENT ON VIEW {} IS {}").format(
+                        view, sql.Literal(marker + self.where)
+                    )
+                )
+        return previous
+
+    def drop_alias(self, alias: str) -> None:
+        check_identifier(alias, "alias")
+        with self._translated(f"drop alias {alias!r}"):
+            conn = self._conn()
+            schema = self._resolve_schema(conn)
+            conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(schema, alias)))
+
 
 def _pg_vector_kind(vf: VectorField) -> str:
     if vf.sparse:

@@ -27,6 +27,12 @@ _AUTH_TEXT = re.compile(
     r"role \S+ does not exist|password is required|fe_sendauth: no password supplied",
     re.IGNORECASE,
 )
+# settings and TLS failures that no retry can fix (libpq gives them no SQLSTATE either)
+_TERMINAL_TEXT = re.compile(
+    r"SSL was required|does not support SSL|certificate verify failed|SSL error: certificate|"
+    r"root certificate file|sslmode value|invalid connection option|invalid (integer )?value for",
+    re.IGNORECASE,
+)
 _NO_DATABASE = re.compile(r'database "[^"]*" does not exist', re.IGNORECASE)
 _TRANSIENT_TEXT = re.compile(
     r"connection refused|timeout expired|timed out|could not connect|server closed the "
@@ -85,6 +91,8 @@ def translate(
             return AuthError(f"pgvector {where}: credentials refused: {detail}")
         if _NO_DATABASE.search(detail):
             return NotFoundError(message)
+        if _TERMINAL_TEXT.search(detail):
+            return TerminalError(message)
         if _TRANSIENT_TEXT.search(detail) or getattr(exc, "sqlstate", None) is None:
             return TransientError(message)
     if isinstance(exc, psycopg.Error | OSError):

@@ -224,6 +224,42 @@ class QdrantConnector(QdrantBase):
     def finalize(self, spec: CollectionSpec) -> None:
         """Nothing to do: upserts wait until applied."""
 
+    # -- aliases ------------------------------------------------------------------------
+    def switch_alias(self, alias: str) -> str | None:
+        """Point ``alias`` at this collection in one atomic change; returns its old target."""
+        from qdrant_client import models
+
+        with translated(f"switching alias {alias!r} to {self.name!r}"):
+            current = {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+            ops: list[Any] = []
+            if alias in current:
+                ops.append(
+                    models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))
+                )
+            ops.append(
+                models.CreateAliasOperation(
+                    create_alias=models.CreateAlias(collection_name=self.name, alias_name=alias)
+                )
+            )
+            self.client.update_collection_aliases(change_aliases_operations=ops)
+        self._spec = None  # describe() reports aliases
+        return current.get(alias)
+
+    def drop_alias(self, alias: str) -> None:
+        from qdrant_client import models
+
+        with translated(f"dropping alias {alias!r}"):
+            current = {a.alias_name for a in self.client.get_aliases().aliases}
+            if alias in current:
+                self.client.update_collection_aliases(
+                    change_aliases_operations=[
+                        models.DeleteAliasOperation(
+                            delete_alias=models.DeleteAlias(alias_name=alias)
+                        )
+                    ]
+                )
+        self._spec = None
+
 
 def _hnsw_diff(models: Any, params: dict[str, Any]) -> Any:
     names = {

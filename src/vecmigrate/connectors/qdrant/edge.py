@@ -257,6 +257,36 @@ class QdrantEdgeConnector(QdrantBase):
             if self.config.optimize:
                 self.shard.optimize()
 
+    # -- aliases ------------------------------------------------------------------------
+    # Qdrant Edge has no alias objects: an alias is a symbolic link beside the shard folder
+    # (``qdrant+edge:///dir/ALIAS`` opens the shard it points at), replaced atomically.
+    def _alias_link(self, alias: str) -> Path:
+        if not alias or "/" in alias or alias in (".", ".."):
+            raise ConfigError(f"qdrant edge: alias {alias!r} must be a plain folder name")
+        link = self.path.parent / alias
+        if link.exists() and not link.is_symlink():
+            raise ConfigError(
+                f"qdrant edge: {link} exists and is not an alias link; refusing to replace it"
+            )
+        return link
+
+    def switch_alias(self, alias: str) -> str | None:
+        """Point ``alias`` at this shard; returns the shard it pointed at before (or None)."""
+        import os
+
+        link = self._alias_link(alias)
+        previous = os.readlink(link) if link.is_symlink() else None
+        tmp = link.with_name(f".{alias}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        os.symlink(self.path.name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+        return previous
+
+    def drop_alias(self, alias: str) -> None:
+        link = self._alias_link(alias)
+        if link.is_symlink():
+            link.unlink()
+
 
 def _hnsw(qe: Any, params: dict[str, Any]) -> Any:
     m = params.get("m", params.get("M"))
