@@ -221,6 +221,10 @@ class CopyJob:
         spec = self._retry(source.describe)
         shaped = self.options.transform.spec(spec) if self.options.transform else spec
         target_spec, report = map_spec(shaped, target.capabilities, target=self.target_uri.scheme)
+        if self.target_uri.option("layout"):
+            from vecmigrate.layouts.detect import carry_over
+
+            report = carry_over(shaped, target, report)
         count = self._retry(source.count) if source.capabilities.read else None
         hint = max(8, self.options.workers * 4)
         partitions = self._retry(lambda: source.partitions(hint))
