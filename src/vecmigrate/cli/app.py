@@ -21,6 +21,7 @@ from vecmigrate.connectors.registry import connect
 from vecmigrate.engine.copy import CopyJob, CopyOptions, CopyResult
 from vecmigrate.engine.mapping import map_spec
 from vecmigrate.errors import Unsupported, ValidationFailed, VecmigrateError
+from vecmigrate.layouts.detect import carry_over, inspect_layouts, layout_rows
 from vecmigrate.validate.run import Thresholds, ValidateOptions, ValidationResult, validate
 
 app = typer.Typer(
@@ -54,6 +55,29 @@ class DatasetFormat(StrEnum):
     parquet = "parquet"
     jsonl = "jsonl"
     csv = "csv"
+
+
+class ErrorPolicy(StrEnum):
+    fail = "fail"
+    skip = "skip"
+
+
+OnError = Annotated[
+    ErrorPolicy,
+    typer.Option(
+        "--on-error",
+        help="fail: stop at the first bad row (nothing is skipped); skip: write bad rows to the "
+        "dead-letter file with the reason, count them, and go on.",
+    ),
+]
+DeadLetterFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--dead-letter",
+        help="With --on-error skip: the JSONL file for bad rows "
+        "(default: next to the checkpoint in --state-dir).",
+    ),
+]
 
 
 def _run(as_json: bool, fn: Callable[[], T]) -> T:
@@ -117,6 +141,20 @@ def _do_copy(
 
 
 def _report_copy(result: CopyResult, as_json: bool, verb: str) -> None:
+    _print_copy(result, as_json, verb)
+    if result.rows_lost:
+        output.error(
+            f"the target holds {result.target_count:,} rows but {result.rows:,} were copied into "
+            f"it: {result.rows_lost:,} committed rows are missing (did the target lose writes, "
+            "or does the source repeat ids across batches?); check, then re-run with --restart",
+            as_json=False,
+            kind="RowsLost",
+            exit_code=ValidationFailed.exit_code,
+        )
+        raise typer.Exit(ValidationFailed.exit_code)
+
+
+def _print_copy(result: CopyResult, as_json: bool, verb: str) -> None:
     if as_json:
         output.emit_json({"command": verb, **result.as_dict()})
         return
@@ -130,6 +168,8 @@ def _report_copy(result: CopyResult, as_json: bool, verb: str) -> None:
         ("content hash", result.content_hash),
         ("resumed", "yes" if result.resumed else "no"),
     ]
+    if result.skipped:
+        rows.append(("skipped (bad rows)", f"{result.skipped:,} -> {result.dead_letter}"))
     if result.already_complete:
         rows.append(("note", "already complete; use --restart to copy again"))
     if result.mapping["converted"]:
@@ -181,6 +221,7 @@ def copy(
     embed_cache: embed_cli.EmbedCache = None,
     price: embed_cli.Price = None,
     prices: embed_cli.Prices = None,
+    on_error: OnError = ErrorPolicy.fail,
     as_json: JsonFlag = False,
 ) -> None:
     """Copy a collection from SOURCE to TARGET, streaming and checkpointed (re-run to resume).
@@ -196,7 +237,8 @@ def copy(
             text_field=text_field,
             vector_field=vector_field,
             max_cost=max_cost,
-            dead_letter=dead_letter,
+            # --dead-letter also names the file of --on-error skip, with or without --embed
+            dead_letter=dead_letter if embed is not None or on_error is ErrorPolicy.fail else None,
             cache=embed_cache,
             price=price,
             prices=prices,
@@ -232,6 +274,8 @@ def copy(
                 executor=executor,
                 ray_address=ray_address,
                 transform=transform,
+                on_error=on_error.value,
+                dead_letter=dead_letter,
             ),
         ),
     )
@@ -276,6 +320,8 @@ def export_(
     state_dir: StateDir = Path(".vecmigrate"),
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    on_error: OnError = ErrorPolicy.fail,
+    dead_letter: DeadLetterFile = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Export SOURCE into a portable dataset folder (manifest.json + data shards)."""
@@ -291,6 +337,8 @@ def export_(
             overwrite=overwrite,
             quiet=quiet,
             label="export",
+            on_error=on_error.value,
+            dead_letter=dead_letter,
         ),
     )
     _report_copy(result, as_json, "export")
@@ -306,6 +354,8 @@ def import_(
     state_dir: StateDir = Path(".vecmigrate"),
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    on_error: OnError = ErrorPolicy.fail,
+    dead_letter: DeadLetterFile = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Import a portable dataset folder into TARGET (checksums verified while reading)."""
@@ -321,6 +371,8 @@ def import_(
             overwrite=overwrite,
             quiet=quiet,
             label="import",
+            on_error=on_error.value,
+            dead_letter=dead_letter,
         ),
     )
     _report_copy(result, as_json, "import")
@@ -443,6 +495,7 @@ def validate_(
                 text_field=text_field,
             ),
             as_json=as_json,
+            report=report,
         )
         return
     if query_texts is not None:
@@ -474,6 +527,9 @@ def validate_(
 
 
 def _inspect(uri: str, target: str | None) -> dict[str, Any]:
+    listing = inspect_layouts(uri)  # a database/folder/server: its framework collections
+    if listing is not None:
+        return listing
     with connect(uri) as conn:
         spec = conn.describe()
         try:
@@ -491,6 +547,7 @@ def _inspect(uri: str, target: str | None) -> dict[str, Any]:
     if target is not None:
         with connect(target) as tconn:
             mapped, report = map_spec(spec, tconn.capabilities, target=tconn.uri.scheme)
+            report = carry_over(spec, tconn, report)
             info["target"] = {
                 "uri": tconn.uri.redacted(),
                 "parity": report.as_dict(),
@@ -514,6 +571,9 @@ def inspect(
     info = _run(as_json, lambda: _inspect(uri, target))
     if as_json:
         output.emit_json(info)
+        return
+    if "layouts" in info:
+        output.key_values("vecmigrate inspect", layout_rows(info))
         return
     spec = info["spec"]
     rows: list[tuple[str, Any]] = [
@@ -567,7 +627,29 @@ def _root(
     )
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's per-thread malloc arenas before any worker thread starts.
+
+    Each reader/writer thread otherwise gets an arena that keeps freed batch memory. Measured on
+    a 200k x 768 LanceDB -> LanceDB copy: peak RSS 778 -> 555-580 MB in-process, 676 -> 638 MB
+    through this command. ``MALLOC_ARENA_MAX`` in the environment still wins.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        ctypes.CDLL(name).mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        return
+
+
 def main() -> None:
+    _limit_malloc_arenas()
     app()
 
 
@@ -579,6 +661,10 @@ def _register_extra_commands() -> None:
     app.command("serve")(serve)
     app.command("sync")(sync)
     app.command("systems")(systems)
+    from vecmigrate.cli import plan_cli
+
+    for name in ("plan", "run", "status", "cutover", "rollback", "decommission", "monitor"):
+        app.command(name)(getattr(plan_cli, name))
 
 
 _register_extra_commands()

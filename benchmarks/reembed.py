@@ -1,0 +1,168 @@
+"""Re-embedding throughput vs the model's own ``encode``, and the estimate vs the real run.
+
+    python benchmarks/reembed.py [--rows 5000] [--model-batch 32] [--rounds 2]
+
+Texts are the standard library's docstrings. Each round runs, back to back on the same texts,
+MiniLM's ``encode(texts, batch_size=B)`` and a full ``copy --embed`` (Parquet -> Parquet, fresh
+cache, model already loaded), so both see the same machine load. Goal (issue: embedding change):
+pipeline rate >= 0.9 x encode rate. Then ``estimate`` is compared with a cold ``copy --embed``
+(model load included) measured right after it. Writes benchmarks/results/reembed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import write_result
+from tests.embedding_models import MINILM, minilm, stdlib_corpus, write_corpus
+
+from vecmigrate.embed.cache import EmbeddingCache
+from vecmigrate.embed.cost import Budget, price_of
+from vecmigrate.embed.estimate import EstimateOptions, estimate
+from vecmigrate.embed.providers import SentenceTransformerProvider, open_provider
+from vecmigrate.embed.transform import ReembedTransform
+from vecmigrate.engine.copy import CopyJob, CopyOptions
+
+BATCH = 5_000  # rows per copy batch, copy's default
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def encode_rate(texts: list[str], batch: int) -> tuple[float, float]:
+    """Texts per wall second and per CPU second of ``encode`` over all texts."""
+    started, cpu = time.perf_counter(), _cpu()
+    minilm().encode(texts, batch_size=batch, convert_to_numpy=True, show_progress_bar=False)
+    return len(texts) / (time.perf_counter() - started), len(texts) / (_cpu() - cpu)
+
+
+def pipeline_rate(
+    src: str, root: Path, provider: SentenceTransformerProvider, rows: int
+) -> tuple[float, float]:
+    """Rows per wall second and per CPU second of a whole copy with re-embedding (plan, read,
+    embed, write, finalize; every thread of the process counted)."""
+    state = root / f"state-{time.monotonic_ns()}"
+    transform = ReembedTransform(
+        provider,
+        cache=EmbeddingCache(state / "cache.sqlite"),
+        job="bench",
+        dead_letter=state / "dead.jsonl",
+        budget=Budget(price_of(MINILM), None),
+    )
+    options = CopyOptions(batch_size=BATCH, workers=2, state_dir=state, transform=transform)
+    started, cpu = time.perf_counter(), _cpu()
+    result = CopyJob(src, f"parquet://{state}/dst", options).run()
+    elapsed, cpu = time.perf_counter() - started, _cpu() - cpu
+    transform.cache.close()
+    assert result.rows == rows, result.rows
+    assert transform.stats.embedded == rows
+    shutil.rmtree(state)
+    return rows / elapsed, rows / cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", type=int, default=5_000)
+    ap.add_argument("--model-batch", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    docs = stdlib_corpus(args.rows)
+    texts = [t for _, t in docs]
+    root = Path(tempfile.mkdtemp(prefix="vecmigrate-reembed-"))
+    try:
+        src = f"parquet://{root}/src"
+        write_corpus(src, list(docs))
+        provider = open_provider(f"{MINILM}?batch={args.model_batch}")
+        assert isinstance(provider, SentenceTransformerProvider)
+        provider.embed(texts[:16])  # load and warm up, as encode's model is
+        encode_rate(texts[:64], args.model_batch)
+        rounds: list[dict[str, float]] = []
+        for _ in range(args.rounds):
+            enc, enc_cpu = encode_rate(texts, args.model_batch)
+            pipe, pipe_cpu = pipeline_rate(src, root, provider, len(texts))
+            rounds.append(
+                {
+                    "encode_per_s": round(enc, 1),
+                    "pipeline_per_s": round(pipe, 1),
+                    "encode_per_cpu_s": round(enc_cpu, 1),
+                    "pipeline_per_cpu_s": round(pipe_cpu, 1),
+                    "load_average": round(os.getloadavg()[0], 2),
+                }
+            )
+            print(
+                f"encode {enc:,.1f}/s  pipeline {pipe:,.1f}/s  ratio {pipe / enc:.3f}  "
+                f"(per CPU second: {pipe_cpu / enc_cpu:.3f})"
+            )
+        ratio = statistics.median(r["pipeline_per_s"] / r["encode_per_s"] for r in rounds)
+        cpu_ratio = statistics.median(
+            r["pipeline_per_cpu_s"] / r["encode_per_cpu_s"] for r in rounds
+        )
+
+        est = estimate(
+            src,
+            open_provider(f"{MINILM}?batch={args.model_batch}"),
+            EstimateOptions(batch_size=BATCH, price=0.02),
+        )
+        cold = open_provider(f"{MINILM}?batch={args.model_batch}")  # loads inside the copy
+        state = root / "cold"
+        transform = ReembedTransform(
+            cold,
+            cache=EmbeddingCache(state / "cache.sqlite"),
+            job="cold",
+            dead_letter=state / "dead.jsonl",
+            budget=Budget(price_of(MINILM), None),
+        )
+        options = CopyOptions(batch_size=BATCH, workers=2, state_dir=state, transform=transform)
+        cpu = _cpu()
+        measured = CopyJob(src, f"parquet://{state}/dst", options).run().elapsed_s
+        cold_cpu = _cpu() - cpu
+        transform.close()
+        predicted = est["predicted_copy_seconds"]
+        error = (predicted - measured) / measured
+        print(
+            f"estimate {predicted:.1f}s vs run {measured:.1f}s ({error:+.1%}), "
+            f"run CPU {cold_cpu:.1f}s"
+        )
+        payload: dict[str, Any] = {
+            "texts": len(texts),
+            "model": MINILM,
+            "model_batch": args.model_batch,
+            "rounds": rounds,
+            "pipeline_to_encode_ratio": round(ratio, 3),
+            "pipeline_to_encode_ratio_per_cpu_second": round(cpu_ratio, 3),
+            "goal_ratio": 0.9,
+            "meets_goal": ratio >= 0.9,
+            "estimate": {
+                "tokens": est["tokens"],
+                "cost_usd_at_0.02_per_mtok": est["cost"]["usd"],
+                "predicted_copy_s": predicted,
+                "measured_copy_s": round(measured, 2),
+                "measured_copy_cpu_s": round(cold_cpu, 2),
+                "relative_error": round(error, 4),
+                "within_15_percent": abs(error) <= 0.15,
+                "calibration": est["compute"]["calibration"],
+            },
+            "load_average_at_end": os.getloadavg(),
+        }
+        path = write_result("reembed", payload)
+        print(f"wrote {path}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
