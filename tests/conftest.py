@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from vecmigrate.connectors import registry
 from vecmigrate.connectors.memory.connector import MemoryStore
 
 pytest_plugins = ["tests.engines"]
@@ -16,3 +17,12 @@ def _fresh_memory_store() -> Iterator[None]:
     MemoryStore.reset()
     yield
     MemoryStore.reset()
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry() -> Iterator[None]:
+    """Schemes a test registers (fault-injecting connectors) do not outlive it."""
+    saved = dict(registry._registered)
+    yield
+    registry._registered.clear()
+    registry._registered.update(saved)
