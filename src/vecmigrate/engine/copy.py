@@ -393,6 +393,7 @@ class CopyJob:
             skipped = read_rows - batch.num_rows
             content_hash = combine(content_hash, set_hash(batch))
             out = self._transformed(batch, run)
+            skipped += batch.num_rows - out.num_rows  # rows the transform dead-lettered
             step = max_batch or out.num_rows or 1
             for offset in range(0, out.num_rows, step):
                 self._write(
@@ -401,7 +402,7 @@ class CopyJob:
                     WriteToken(run.run_id, state.index, rows_done + offset),
                 )
             rows_done += read_rows
-            commit(sb.cursor, batch.num_rows, content_hash, skipped)
+            commit(sb.cursor, out.num_rows, content_hash, skipped)
             if self._stop.is_set():
                 raise _Stopped
             if max_batches is not None and batches >= max_batches:
