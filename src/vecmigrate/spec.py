@@ -63,6 +63,30 @@ class MetadataType(StrEnum):
         return _ARROW_OF[self]
 
     @classmethod
+    def of_values(cls, values: list[Any]) -> MetadataType:
+        """The type of the non-null values a schemaless key holds (payloads, dynamic fields)."""
+        kinds = {type(v) for v in values if v is not None}
+        if not kinds:
+            return cls.STRING
+        if kinds == {bool}:
+            return cls.BOOL
+        if kinds == {int}:
+            return cls.INT64
+        if kinds <= {int, float}:
+            return cls.FLOAT64
+        if kinds == {str}:
+            return cls.STRING
+        if kinds == {list}:
+            inner = {type(x) for v in values if isinstance(v, list) for x in v}
+            if inner == {str}:
+                return cls.LIST_STRING
+            if inner == {int}:
+                return cls.LIST_INT64
+            if inner and inner <= {int, float}:
+                return cls.LIST_FLOAT64
+        return cls.JSON
+
+    @classmethod
     def of_arrow(cls, dtype: pa.DataType, *, field: str = "?") -> MetadataType:
         """The logical type of an Arrow column; nested structs become JSON."""
         if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):

@@ -280,25 +280,4 @@ def _metadata_array(values: list[Any], mtype: MetadataType, name: str) -> pa.Arr
         raise DataError(f"payload values do not fit type {mtype}: {exc}", field=name) from exc
 
 
-def infer_type(values: list[Any]) -> MetadataType:
-    """The metadata type of the non-null values a payload key holds."""
-    kinds = {type(v) for v in values if v is not None}
-    if not kinds:
-        return MetadataType.STRING
-    if kinds == {bool}:
-        return MetadataType.BOOL
-    if kinds == {int}:
-        return MetadataType.INT64
-    if kinds <= {int, float}:
-        return MetadataType.FLOAT64
-    if kinds == {str}:
-        return MetadataType.STRING
-    if kinds == {list}:
-        inner = {type(x) for v in values if isinstance(v, list) for x in v}
-        if inner == {str}:
-            return MetadataType.LIST_STRING
-        if inner == {int}:
-            return MetadataType.LIST_INT64
-        if inner and inner <= {int, float}:
-            return MetadataType.LIST_FLOAT64
-    return MetadataType.JSON
+infer_type = MetadataType.of_values  # one inference for every schemaless system
