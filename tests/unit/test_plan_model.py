@@ -330,3 +330,34 @@ def test_plan_reports_drift_of_an_existing_target(tmp_path: Path) -> None:
         "does not fit the plan: vector vector dimension: plan 8, target 4" in p
         for p in found["problems"]
     )
+
+
+BLUE_GREEN_SYNC = """\
+name: bg
+source: {source}
+target: memory://green
+strategy: {{kind: blue-green, sync: {sync}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "sync", "expected"),
+    [
+        ("memory://blue", "logical", "memory:// has none (sources with one: pgvector"),
+        ("lancedb:///{tmp}/db?table=t", "logical", "lancedb:// offers lance, poll"),
+        ("lancedb:///{tmp}/db?table=t", "poll", "sync: poll needs poll_field"),
+    ],
+)
+def test_plan_checks_the_sync_kind_against_the_source(
+    tmp_path: Path, source: str, sync: str, expected: str
+) -> None:
+    from vecmigrate.connectors.registry import connect
+    from vecmigrate.plan.checks import inspect_sides
+
+    source = source.format(tmp=tmp_path.as_posix().lstrip("/"))
+    with connect(source) as conn:
+        conn.create(make_spec(dim=4))
+        conn.upsert(make_batch(make_spec(dim=4), 0, 3))
+    plan = _load(tmp_path, BLUE_GREEN_SYNC.format(source=source, sync=sync))
+    problems = inspect_sides(plan)["problems"]
+    assert any(expected in p for p in problems), problems

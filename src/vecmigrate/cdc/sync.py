@@ -26,6 +26,7 @@ from tenacity import (
 )
 
 from vecmigrate.cdc.base import ChangeSet, ChangeSource
+from vecmigrate.cdc.polling import live_rows
 from vecmigrate.connectors.base import Connector
 from vecmigrate.connectors.registry import connect
 from vecmigrate.engine.copy import CopyJob, CopyOptions, CopyResult
@@ -37,23 +38,62 @@ from vecmigrate.spec import ID, CollectionSpec
 from vecmigrate.uri import ConnectorURI
 
 log = logging.getLogger("vecmigrate.sync")
-CDC_KINDS = ("logical", "trigger")
-CHANGE_FEEDS: dict[str, tuple[str, ...]] = {"pgvector": CDC_KINDS}  # scheme -> --cdc kinds
+CDC_KINDS = ("logical", "trigger", "lance", "poll")
+# scheme -> --cdc kinds, the first the default; "poll" works for any source that can scan and
+# fetch, and is listed for the systems the test suite polls
+CHANGE_FEEDS: dict[str, tuple[str, ...]] = {
+    "pgvector": ("logical", "trigger", "poll"),
+    "lancedb": ("lance", "poll"),
+    "sqlitevec": ("poll",),
+    "parquet": ("poll",),
+    "jsonl": ("poll",),
+    "csv": ("poll",),
+}
 
 
-def change_source(kind: str, uri: ConnectorURI) -> ChangeSource:
-    if uri.scheme not in CHANGE_FEEDS:
+def change_source(
+    kind: str,
+    uri: ConnectorURI,
+    options: SyncOptions | None = None,
+    target: ConnectorURI | None = None,
+) -> ChangeSource:
+    """The ``--cdc`` change source for ``uri`` (``target`` is what the id diff compares with)."""
+    kinds = CHANGE_FEEDS.get(uri.scheme)
+    if kinds is None:
         raise ConfigError(
-            f"{uri.scheme}:// has no change feed yet: sync supports pgvector:// sources "
-            "(logical decoding or a trigger change log)"
+            f"{uri.scheme}:// has no change feed yet: sync supports "
+            + ", ".join(f"{s}:// ({', '.join(k)})" for s, k in CHANGE_FEEDS.items())
         )
-    from vecmigrate.cdc.postgres import ChangeLogSource, LogicalDecodingSource
-
+    if kind not in kinds:
+        raise ConfigError(f"{uri.scheme}:// has no --cdc {kind!r}: use one of {', '.join(kinds)}")
+    opts = options or SyncOptions(cdc=kind)
+    if kind != "poll" and (
+        opts.poll_field or opts.tombstone_field or opts.id_diff_every is not None
+    ):
+        raise ConfigError("--poll-field, --tombstone-field and --id-diff-every need --cdc poll")
     if kind == "logical":
+        from vecmigrate.cdc.postgres import LogicalDecodingSource
+
         return LogicalDecodingSource(uri)
     if kind == "trigger":
+        from vecmigrate.cdc.postgres import ChangeLogSource
+
         return ChangeLogSource(uri)
-    raise ConfigError(f"unknown --cdc {kind!r}: use one of {', '.join(CDC_KINDS)}")
+    if kind == "lance":
+        from vecmigrate.cdc.lance import LanceVersionSource
+
+        return LanceVersionSource(uri)
+    from vecmigrate.cdc.polling import PollingSource
+
+    if not opts.poll_field:
+        raise ConfigError(
+            "--cdc poll needs --poll-field NAME: a metadata field every write sets to a value "
+            "not below any earlier one (an updated-at timestamp or a version number)"
+        )
+    return PollingSource(
+        uri, opts.poll_field, tombstone=opts.tombstone_field,
+        id_diff_every=opts.id_diff_every, target=target,
+    )  # fmt: skip
 
 
 @dataclass
@@ -68,6 +108,9 @@ class SyncOptions:
     restart: bool = False
     max_attempts: int = 8
     retry_wait: float = 0.5
+    poll_field: str | None = None  # --cdc poll: the updated-at / version field
+    tombstone_field: str | None = None  # --cdc poll: a true value means deleted
+    id_diff_every: float | None = None  # --cdc poll: seconds between id-set diffs
 
 
 @dataclass
@@ -120,7 +163,7 @@ class SyncJob:
 
     def cleanup(self) -> dict[str, Any]:
         """Drop the slot or trigger and the sync state; the target is left as it is."""
-        cdc = change_source(self.options.cdc, self.source_uri)
+        cdc = change_source(self.options.cdc, self.source_uri, self.options, self.target_uri)
         try:
             cdc.cleanup()
         finally:
@@ -134,7 +177,7 @@ class SyncJob:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.state_path}{suffix}").unlink(missing_ok=True)
         state = _SyncState(self.state_path)
-        cdc = change_source(self.options.cdc, self.source_uri)
+        cdc = change_source(self.options.cdc, self.source_uri, self.options, self.target_uri)
         try:
             return self._run(state, cdc, on_progress)
         finally:
@@ -227,6 +270,8 @@ class SyncJob:
         for start in range(0, len(touched), 1_000):
             chunk = touched[start : start + 1_000]
             current = source.fetch(chunk)
+            if self.options.tombstone_field and current.num_rows:
+                current = live_rows(current, self.options.tombstone_field)  # tombstoned: gone
             if current.num_rows:
                 batch = conform(current, spec)
                 target.upsert(to_target(batch, spec, target_spec))

@@ -12,11 +12,43 @@ from vecmigrate.cli import output
 
 
 def sync(
-    source: Annotated[str, typer.Argument(help="Source URI with a change feed (pgvector://...)")],
+    source: Annotated[
+        str, typer.Argument(help="Source URI with a change feed (see `vecmigrate systems`)")
+    ],
     target: Annotated[str, typer.Argument(help="Target URI")],
     cdc: Annotated[
-        str, typer.Option("--cdc", help="Change source: logical (a replication slot) or trigger.")
-    ] = "logical",
+        str | None,
+        typer.Option(
+            "--cdc",
+            help="Change source: logical (a replication slot) or trigger (pgvector), lance "
+            "(table version diff, LanceDB), poll (an updated-at/version field, --poll-field). "
+            "Default: the source's first.",
+        ),
+    ] = None,
+    poll_field: Annotated[
+        str | None,
+        typer.Option(
+            "--poll-field",
+            help="--cdc poll: the metadata field every write sets to a value not below any "
+            "earlier one (updated_at, a version number).",
+        ),
+    ] = None,
+    tombstone_field: Annotated[
+        str | None,
+        typer.Option(
+            "--tombstone-field",
+            help="--cdc poll: a bool/int field; a row with a true value is deleted in the target.",
+        ),
+    ] = None,
+    id_diff_every: Annotated[
+        float | None,
+        typer.Option(
+            "--id-diff-every",
+            min=0,
+            help="--cdc poll: seconds between diffs of the source's and target's id sets, which "
+            "delete what the source no longer has (0: every poll, e.g. with --once).",
+        ),
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="Catch up to the source's current position and exit.")
     ] = False,
@@ -33,12 +65,17 @@ def sync(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Copy a snapshot, then apply inserts, updates and deletes until stopped (SIGINT/SIGTERM)."""
-    from vecmigrate.cdc.sync import SyncJob, SyncOptions
+    from vecmigrate.cdc.sync import CHANGE_FEEDS, SyncJob, SyncOptions
     from vecmigrate.cli.app import _run
+    from vecmigrate.uri import ConnectorURI
 
+    if cdc is None:
+        scheme = _run(as_json, lambda: ConnectorURI.parse(source).scheme)
+        cdc = CHANGE_FEEDS.get(scheme, ("logical",))[0]
     options = SyncOptions(
         cdc=cdc, once=once, batch_size=batch_size, workers=workers, state_dir=state_dir,
-        restart=restart,
+        restart=restart, poll_field=poll_field, tombstone_field=tombstone_field,
+        id_diff_every=id_diff_every,
     )  # fmt: skip
     job = SyncJob(source, target, options)
     if cleanup:

@@ -171,11 +171,19 @@ def inspect_sides(plan: Plan, source_spec_hook: Any = None) -> dict[str, Any]:
                 f"{ConnectorURI.parse(plan.target).scheme}:// has no aliases here: traffic "
                 "switches through the router state"
             )
-        if strategy.sync != "none" and ConnectorURI.parse(plan.source).scheme not in CHANGE_FEEDS:
+        scheme = ConnectorURI.parse(plan.source).scheme
+        kinds = CHANGE_FEEDS.get(scheme, ())
+        if strategy.sync != "none" and strategy.sync not in kinds:
             problems.append(
-                f"sync: {strategy.sync} needs a source with a change feed "
-                f"({', '.join(CHANGE_FEEDS)})"
+                f"sync: {strategy.sync} needs a source with that change feed; "
+                + (
+                    f"{scheme}:// offers {', '.join(kinds)}"
+                    if kinds
+                    else f"{scheme}:// has none (sources with one: {', '.join(CHANGE_FEEDS)})"
+                )
             )
+        if strategy.sync == "poll" and not strategy.poll_field:
+            problems.append("sync: poll needs poll_field (the updated-at / version field)")
     if not source_caps.query or not caps.query:
         notes.append("a side cannot answer kNN queries: validation skips query parity")
     return out

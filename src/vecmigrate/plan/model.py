@@ -186,7 +186,13 @@ class BigBang(_Strict):
 class BlueGreen(_Strict):
     kind: Literal["blue-green"]
     alias: str | None = Field(default=None, description="alias (stable name) switched to green")
-    sync: Literal["none", "logical", "trigger"] = "none"
+    sync: Literal["none", "logical", "trigger", "lance", "poll"] = "none"
+    poll_field: str | None = Field(
+        default=None, description="sync: poll -- the updated-at / version field to poll"
+    )
+    tombstone_field: str | None = Field(
+        default=None, description="sync: poll -- a field whose true value marks a deleted row"
+    )
 
 
 class ParallelRun(_Strict):

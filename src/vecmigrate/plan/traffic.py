@@ -43,6 +43,9 @@ def sync_once(ctx: Context) -> dict[str, Any]:
     copy = ctx.plan.copy_
     options = SyncOptions(
         cdc=strategy.sync,
+        poll_field=strategy.poll_field,
+        tombstone_field=strategy.tombstone_field,
+        id_diff_every=0.0 if strategy.sync == "poll" and not strategy.tombstone_field else None,
         once=True,
         batch_size=copy.batch_size,
         workers=copy.workers,
