@@ -57,6 +57,9 @@ def _fill(uri: str, n: int, *, tenant: bool = False, chunk: int = 5_000) -> None
         conn.finalize(spec)
 
 
+KEEP_OLD_S = 20  # the big-bang test's backup window
+
+
 def _plan(path: Path, body: dict[str, Any]) -> Path:
     base: dict[str, Any] = {
         "copy": {"batch_size": 500, "workers": 2},
@@ -171,6 +174,8 @@ def test_big_bang_chroma_to_pgvector(
             "target": target,
             "strategy": {"kind": "big-bang", "write_freeze": True},
             "copy": {"max_rows_per_s": 2_000},
+            # long enough that the refusal below is still inside it on a loaded machine
+            "rollback": {"keep_old_for": f"{KEEP_OLD_S}s"},
         },
     )
     _run_and_kill(plan, tmp_path / "state" / "copies" / "export", at_rows=1_500)
@@ -190,12 +195,13 @@ def test_big_bang_chroma_to_pgvector(
     rehearsal = _cli("rollback", str(plan), "--rehearse")
     assert rehearsal["evidence"]["passed"] is True
     switched = _cli("cutover", str(plan))
+    window_ends = time.time() + KEEP_OLD_S  # the switch happened before this moment
     assert "cannot change their configuration" in switched["evidence"]["team_must"]
     assert switched["evidence"]["router_phase"] == "new-only"
 
     early = _cli("decommission", str(plan), "--confirm", "bigbang", expect=2)
     assert "backup window is open" in early["message"]
-    time.sleep(3.2)
+    time.sleep(max(0.0, window_ends - time.time()) + 0.2)
     unconfirmed = _cli("decommission", str(plan), expect=2)
     assert "--confirm bigbang" in unconfirmed["message"]
     gone = _cli("decommission", str(plan), "--confirm", "bigbang")
