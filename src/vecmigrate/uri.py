@@ -1,8 +1,9 @@
 """Connector URIs: ``scheme://[user@]host[:port]/path?option=value``.
 
 File-based systems take an absolute path after ``scheme://`` (``lancedb:///abs/dir?table=t``).
-Passwords never appear in a URI: they come from an environment variable or a file (see
-:func:`secret`), and :meth:`ConnectorURI.redacted` is what logs, manifests and ledgers keep.
+Passwords never appear in a URI: they come from an environment variable, a file or the system
+keyring (see :func:`secret`), and :meth:`ConnectorURI.redacted` is what logs, manifests and
+ledgers keep.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from vecmigrate.errors import ConfigError
+from vecmigrate.errors import ConfigError, MissingDependency
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 SECRET_OPTIONS = frozenset({"password", "api_key", "apikey", "token", "secret", "key_value"})
+SECRET_SOURCES = ("env", "file", "keyring")  # NAME_env=VAR, NAME_file=PATH, NAME_keyring=...
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,8 @@ class ConnectorURI:
                 raise ConfigError(f"URI option {key!r} given twice")
             if key.lower() in SECRET_OPTIONS:
                 raise ConfigError(
-                    f"URI option {key!r} would put a secret in the URI: use {key}_env=VARNAME "
-                    f"or {key}_file=PATH"
+                    f"URI option {key!r} would put a secret in the URI: use {key}_env=VARNAME, "
+                    f"{key}_file=PATH or {key}_keyring=SERVICE[/USERNAME]"
                 )
             options[key] = value
         try:
@@ -90,7 +92,7 @@ class ConnectorURI:
 
     def check_options(self, allowed: set[str]) -> None:
         """Refuse options the connector does not know (a typo must not be ignored)."""
-        secret_refs = {f"{s}_{k}" for s in SECRET_OPTIONS for k in ("env", "file")}
+        secret_refs = {f"{s}_{k}" for s in SECRET_OPTIONS for k in SECRET_SOURCES}
         unknown = sorted(set(self.options) - allowed - secret_refs)
         if unknown:
             known = ", ".join(sorted(allowed)) or "none"
@@ -137,9 +139,19 @@ class ConnectorURI:
 
 
 def secret(uri: ConnectorURI, name: str, *, env_default: str | None = None) -> str | None:
-    """A secret named by ``?NAME_env=VAR`` / ``?NAME_file=PATH``, else the default env var."""
+    """A secret named by ``?NAME_env=VAR``, ``?NAME_file=PATH`` or ``?NAME_keyring=SERVICE``
+    (``SERVICE/USERNAME``), else the default environment variable.
+
+    ``NAME_keyring`` reads the system keyring (the ``keyring`` package) for SERVICE and the
+    URI's user, or the USERNAME after the last ``/``. At most one of the three may be given.
+    """
+    given = [k for k in SECRET_SOURCES if uri.option(f"{name}_{k}") is not None]
+    if len(given) > 1:
+        named = " and ".join(f"{name}_{k}" for k in given)
+        raise ConfigError(f"{named} both name the {name}: give one of them")
     env_name = uri.option(f"{name}_env")
     file_name = uri.option(f"{name}_file")
+    keyring_ref = uri.option(f"{name}_keyring")
     if file_name:
         try:
             return Path(file_name).expanduser().read_text().strip()
@@ -152,9 +164,53 @@ def secret(uri: ConnectorURI, name: str, *, env_default: str | None = None) -> s
         if value is None:
             raise ConfigError(f"environment variable {env_name} (named by {name}_env) is not set")
         return value
+    if keyring_ref is not None:
+        return _from_keyring(uri, name, keyring_ref)
     if env_default:
         return os.environ.get(env_default)
     return None
+
+
+def _from_keyring(uri: ConnectorURI, name: str, ref: str) -> str:
+    """The secret stored in the system keyring under ``SERVICE`` or ``SERVICE/USERNAME``."""
+    service, slash, user = ref.rpartition("/")
+    if not slash:
+        service, user = ref, uri.user or ""
+    if not service:
+        raise ConfigError(f"{name}_keyring needs a service name: {name}_keyring=SERVICE[/USERNAME]")
+    if not user:
+        raise ConfigError(
+            f"{name}_keyring={ref!r} names no user and the URI has none: use "
+            f"{name}_keyring=SERVICE/USERNAME"
+        )
+    try:
+        import keyring
+        from keyring import errors as keyring_errors
+    except ImportError as exc:
+        raise MissingDependency("keyring", "keyring") from exc
+    where = f"service {service!r}, user {user!r}"
+    try:
+        value = keyring.get_password(service, user)
+    except keyring_errors.NoKeyringError as exc:
+        raise ConfigError(
+            f"{name}_keyring: no system keyring is available here ({_one_line(exc)}); choose a "
+            f"backend with PYTHON_KEYRING_BACKEND, or use {name}_env / {name}_file"
+        ) from exc
+    except keyring_errors.KeyringError as exc:
+        raise ConfigError(
+            f"{name}_keyring: the keyring refused to read the {name} of {where}: "
+            f"{type(exc).__name__}: {_one_line(exc)}"
+        ) from exc
+    if value is None:
+        raise ConfigError(
+            f"{name}_keyring: the keyring holds no {name} for {where} "
+            f"(store one with: keyring set {service} {user})"
+        )
+    return str(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 _CRED = re.compile(r"(://[^/@\s:]*:)[^@/\s]+@")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from vecmigrate import __version__
 from vecmigrate.cli import embed_cli, output
@@ -80,6 +81,17 @@ DeadLetterFile = Annotated[
 ]
 
 
+ApplyAccess = Annotated[
+    bool,
+    typer.Option(
+        "--apply-access",
+        help="After the rows are in, grant the source's access entries (users/roles and their "
+        "privileges) on the target; a role the target lacks is a warning. Without it, access "
+        "entries are never applied.",
+    ),
+]
+
+
 def _run(as_json: bool, fn: Callable[[], T]) -> T:
     """Run a command body; turn every failure into a one-line error and an exit code."""
     try:
@@ -140,8 +152,23 @@ def _do_copy(
         signal.signal(signal.SIGTERM, previous)
 
 
+def _warn_access(result: CopyResult) -> None:
+    """One stderr line per privilege --apply-access could not apply (role, privilege, why)."""
+    access = result.access or {}
+    if access.get("note"):
+        output.stderr.print(f"[yellow]warning[/]: --apply-access: {escape(access['note'])}")
+    for g in access.get("not_applied", []):
+        output.stderr.print(
+            f"[yellow]warning[/]: access not applied: {escape(g['privilege'])} to role "
+            f"{escape(repr(g['principal']))} on {escape(g['resource'])}: {escape(g['reason'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def _report_copy(result: CopyResult, as_json: bool, verb: str) -> None:
     _print_copy(result, as_json, verb)
+    _warn_access(result)
     if result.rows_lost:
         output.error(
             f"the target holds {result.target_count:,} rows but {result.rows:,} were copied into "
@@ -176,6 +203,16 @@ def _print_copy(result: CopyResult, as_json: bool, verb: str) -> None:
         rows.append(("converted", "; ".join(result.mapping["converted"])))
     if result.mapping["lost"]:
         rows.append(("not carried", "; ".join(result.mapping["lost"])))
+    if result.access is not None:
+        applied = result.access.get("applied", [])
+        rows.append(
+            (
+                "access applied",
+                "; ".join(f"{g['privilege']} to {g['principal']}" for g in applied) or "none",
+            )
+        )
+        if result.access.get("not_applied"):
+            rows.append(("access not applied", f"{len(result.access['not_applied'])} (see below)"))
     output.key_values(f"vecmigrate {verb}", rows)
     counted = result.source_count is not None and result.target_count is not None
     if counted and result.source_count != result.target_count:
@@ -222,6 +259,7 @@ def copy(
     price: embed_cli.Price = None,
     prices: embed_cli.Prices = None,
     on_error: OnError = ErrorPolicy.fail,
+    apply_access: ApplyAccess = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Copy a collection from SOURCE to TARGET, streaming and checkpointed (re-run to resume).
@@ -276,12 +314,15 @@ def copy(
                 transform=transform,
                 on_error=on_error.value,
                 dead_letter=dead_letter,
+                apply_access=apply_access,
             ),
         ),
     )
     if embedding is not None:
         if not as_json:
             _report_copy(result, as_json, "copy")
+        else:
+            _warn_access(result)
         embed_cli.emit_copy_with_embedding(
             {"command": "copy", **result.as_dict()}, embedding, as_json
         )
@@ -296,6 +337,7 @@ def copy(
         write_report(checked, report)
     if as_json:
         output.emit_json({"command": "copy", **result.as_dict(), "validation": checked.as_dict()})
+        _warn_access(result)
     else:
         _report_copy(result, as_json, "copy")
         _report_validation(checked, as_json, None)
@@ -356,9 +398,13 @@ def import_(
     quiet: Quiet = False,
     on_error: OnError = ErrorPolicy.fail,
     dead_letter: DeadLetterFile = None,
+    apply_access: ApplyAccess = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Import a portable dataset folder into TARGET (checksums verified while reading)."""
+    """Import a portable dataset folder into TARGET (checksums verified while reading).
+
+    Access entries of the manifest are applied to the target only with --apply-access.
+    """
     result = _run(
         as_json,
         lambda: _do_copy(
@@ -373,6 +419,7 @@ def import_(
             label="import",
             on_error=on_error.value,
             dead_letter=dead_letter,
+            apply_access=apply_access,
         ),
     )
     _report_copy(result, as_json, "import")

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from vecmigrate.errors import Unsupported
-from vecmigrate.spec import CollectionSpec, MetadataType, Metric
+from vecmigrate.errors import DataError, Unsupported
+from vecmigrate.spec import AccessEntry, CollectionSpec, MetadataType, Metric
 from vecmigrate.uri import ConnectorURI
 
 ALL_METADATA = frozenset(MetadataType)
@@ -50,7 +50,9 @@ class Capabilities:
     normalizes_cosine: bool = False
     partitions: bool = False
     aliases: bool = False
-    access_control: bool = False
+    access_control: bool = False  # describes access entries (or keeps them, for datasets)
+    apply_access: bool = False  # can re-apply access entries on request (apply_access)
+    rejects_bad_rows: bool = False  # scan can hand unreadable rows over (reject_bad_rows)
     verified: bool = True
     notes: tuple[str, ...] = ()
 
@@ -87,11 +89,35 @@ class Partition:
 
 
 @dataclass(frozen=True)
+class RejectedRow:
+    """A source row that could not be read, handed over instead of raised.
+
+    ``offset`` is its place among the rows the ScanBatch consumed (good and rejected, in
+    source order); ``error`` says where (file, row, field, id) and why; ``record`` is the row
+    as far as it could be read: a dict, or the raw text when it did not parse.
+    """
+
+    offset: int
+    error: DataError
+    record: Any = None
+
+
+@dataclass(frozen=True)
 class ScanBatch:
-    """Rows read from a partition, and the cursor that resumes right after the last of them."""
+    """Rows read from a partition, and the cursor that resumes right after the last of them.
+
+    ``rejected`` holds rows the connector could not read, only after ``reject_bad_rows()``
+    (otherwise it raises DataError); the cursor resumes after them too.
+    """
 
     batch: pa.RecordBatch
     cursor: str
+    rejected: tuple[RejectedRow, ...] = ()
+
+    @property
+    def consumed(self) -> int:
+        """Source rows this batch covers: the good ones and the rejected ones."""
+        return int(self.batch.num_rows) + len(self.rejected)
 
 
 @dataclass(frozen=True)
@@ -113,6 +139,42 @@ class QueryResult:
 
     ids: list[list[Any]]
     scores: list[list[float]]
+
+
+@dataclass(frozen=True)
+class AccessGrant:
+    """One privilege of one principal on the target, and whether it was applied."""
+
+    principal: str
+    privilege: str
+    resource: str
+    applied: bool
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "principal": self.principal,
+            "privilege": self.privilege,
+            "resource": self.resource,
+        }
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True)
+class AccessReport:
+    """What ``apply_access`` did: every (principal, privilege) applied or not, with why."""
+
+    grants: tuple[AccessGrant, ...] = ()
+
+    @property
+    def applied(self) -> list[AccessGrant]:
+        return [g for g in self.grants if g.applied]
+
+    @property
+    def not_applied(self) -> list[AccessGrant]:
+        return [g for g in self.grants if not g.applied]
 
 
 class IfExists(StrEnum):
@@ -161,6 +223,11 @@ class Connector:
         """Rows of a partition after ``cursor`` (from the start for None), in a stable order."""
         raise Unsupported(f"{self.scheme}: reading is not supported")
 
+    def reject_bad_rows(self) -> None:
+        """From now on, hand rows that cannot be read to ``ScanBatch.rejected`` (with the
+        reason) instead of raising DataError. Only for ``capabilities.rejects_bad_rows``."""
+        raise Unsupported(f"{self.scheme}: cannot read past bad rows")
+
     def fetch(self, ids: Sequence[Any]) -> pa.RecordBatch:
         """The records with these ids (missing ones left out)."""
         raise Unsupported(f"{self.scheme}: fetch by id is not supported")
@@ -192,3 +259,11 @@ class Connector:
 
     def drop(self) -> None:
         raise Unsupported(f"{self.scheme}: drop is not supported")
+
+    def apply_access(self, entries: Sequence[AccessEntry]) -> AccessReport:
+        """Grant each entry's privileges on the collection (``capabilities.apply_access``).
+
+        Called only on explicit request, after the rows are in. A principal or privilege the
+        target does not know is reported as not applied, not raised.
+        """
+        raise Unsupported(f"{self.scheme}: access entries cannot be applied")

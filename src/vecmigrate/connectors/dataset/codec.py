@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
@@ -46,6 +46,36 @@ class ShardCodec:
         """The line a row starts on, for messages (None for binary formats)."""
         return None
 
+    # -- reading past bad rows (see rejecting.py) ----------------------------------------
+    def raw_chunks(
+        self, path: Path, spec: CollectionSpec, *, label: str, start: int, batch_size: int
+    ) -> Iterator[tuple[int, Any]]:
+        """(first row, raw rows) from row ``start``: rows as read, before any parsing that a
+        single bad row could fail (lines, CSV records, or an unconformed batch)."""
+        raise NotImplementedError
+
+    def read_range(
+        self,
+        units: Any,
+        lo: int,
+        hi: int,
+        spec: CollectionSpec,
+        *,
+        path: Path,
+        label: str,
+        first_row: int,
+    ) -> pa.RecordBatch:
+        """Raw rows ``lo:hi`` of a chunk as a batch of the spec; errors name the shard row."""
+        raise NotImplementedError
+
+    def record_of(self, units: Any, i: int) -> Any:
+        """Raw row ``i`` as it may go to a dead-letter file (a dict, or its text)."""
+        raise NotImplementedError
+
+    def line_in(self, units: Any, i: int, *, path: Path, first_row: int) -> int | None:
+        """The line raw row ``i`` of a chunk starts on (None for binary formats)."""
+        return self.line_of(path, first_row + i)
+
     def read_ids(self, path: Path, spec: CollectionSpec, *, label: str) -> pa.Array:
         """The id column of a whole shard."""
         parts = [
@@ -55,11 +85,22 @@ class ShardCodec:
         return pa.concat_arrays(parts) if parts else pa.array([], id_type)
 
     def conformed(
-        self, batch: pa.RecordBatch, spec: CollectionSpec, *, path: Path, label: str, first_row: int
+        self,
+        batch: pa.RecordBatch,
+        spec: CollectionSpec,
+        *,
+        path: Path,
+        label: str,
+        first_row: int,
+        lines: Callable[[int], int | None] | None = None,
     ) -> pa.RecordBatch:
-        """Cast a decoded batch to the spec, locating any error in the shard."""
+        """Cast a decoded batch to the spec, locating any error in the shard.
+
+        ``lines`` maps a shard row to its line when the caller knows it (else ``line_of``).
+        """
         try:
             return conform(batch, spec)
         except DataError as err:
-            line = self.line_of(path, first_row + err.row) if err.row is not None else None
+            line_of = lines or (lambda row: self.line_of(path, row))
+            line = line_of(first_row + err.row) if err.row is not None else None
             raise at(err, file=label, row_offset=first_row, line=line) from err

@@ -28,10 +28,11 @@ from vecmigrate.connectors.base import (
     IfExists,
     Partition,
     QueryResult,
+    RejectedRow,
     ScanBatch,
     WriteToken,
 )
-from vecmigrate.connectors.dataset.codec import at
+from vecmigrate.connectors.dataset.codec import ShardCodec, at
 from vecmigrate.connectors.dataset.config import DatasetConfig
 from vecmigrate.connectors.dataset.errors import mapped
 from vecmigrate.connectors.dataset.formats import codec_for
@@ -46,6 +47,7 @@ from vecmigrate.connectors.dataset.manifest import (
     resolve_inside,
     write_manifest,
 )
+from vecmigrate.connectors.dataset.rejecting import ShardChunk, decode_rejecting, drop_seen_ids
 from vecmigrate.connectors.dataset.scanning import (
     fetch_by_scan,
     file_partitions,
@@ -83,12 +85,16 @@ class DatasetConnector(Connector):
         sparse_vectors=True,
         named_vectors=True,
         access_control=True,
+        rejects_bad_rows=True,
         notes=(
             "a dataset folder is written by one copy run; resending a batch with the same "
             "write token replaces its shard",
             "upsert by id is applied when the dataset is finalized (the last write of an id "
             "wins); until then the manifest is marked incomplete and readers refuse the folder",
             "fetch and kNN query read every shard (exact, brute force): for validation",
+            "with --on-error skip, rows that cannot be read (malformed lines or records, wrong "
+            "dimensions, NaN/inf, duplicate ids in a shard) go to the dead-letter file; a bad "
+            "manifest, header or checksum still stops the import",
         ),
     )
 
@@ -105,6 +111,7 @@ class DatasetConnector(Connector):
         self._seq: int | None = None
         self._in_progress = False
         self._verified: set[tuple[str, int, int, str]] = set()
+        self._reject = False  # reject_bad_rows(): hand bad rows over instead of raising
 
     def set_source(self, redacted_uri: str) -> None:
         """Record where the data comes from (a redacted URI) in the manifest."""
@@ -112,6 +119,10 @@ class DatasetConnector(Connector):
 
     def exists(self) -> bool:
         return (self.folder / MANIFEST).is_file()
+
+    def reject_bad_rows(self) -> None:
+        """Scans hand rows that cannot be read to ``ScanBatch.rejected`` with the reason."""
+        self._reject = True
 
     # -- source -------------------------------------------------------------------------
     def _manifest(self) -> Manifest:
@@ -136,6 +147,8 @@ class DatasetConnector(Connector):
         for vf in spec.vectors:
             if vf.embedding_model is None:
                 vf.embedding_model = manifest.embedding_models.get(vf.name)
+        if not spec.access and manifest.access:  # kept beside the spec by older writers
+            spec.access = list(manifest.access)
         return spec
 
     def count(self) -> int:
@@ -160,6 +173,14 @@ class DatasetConnector(Connector):
                 )
             start = first_row if index == first_file else 0
             if start and start == entry.rows:
+                continue
+            if self._reject:
+                for chunk in self._read_shard_rejecting(manifest.spec, entry, start, batch_size):
+                    yield ScanBatch(
+                        batch=chunk.batch,
+                        cursor=f"{index}:{chunk.first_row + chunk.consumed}",
+                        rejected=tuple(RejectedRow(i, err, rec) for i, err, rec in chunk.rejected),
+                    )
                 continue
             for row, batch in self._read_shard(manifest.spec, entry, start, batch_size):
                 yield ScanBatch(batch=batch, cursor=f"{index}:{row + batch.num_rows}")
@@ -186,11 +207,7 @@ class DatasetConnector(Connector):
         """Verified, checked batches of one shard from row ``start``."""
         label = entry.path
         with mapped(label):
-            path = resolve_inside(self.folder, entry.path)
-            if not path.is_file():
-                raise DataError("shard file is missing", file=label)
-            self._verify(path, entry)
-            codec = codec_for(entry.format)
+            path, codec = self._open_shard(entry)
             seen: set[Any] = set()
             end = start
             for row, batch in codec.decode(
@@ -218,6 +235,34 @@ class DatasetConnector(Connector):
                 raise DataError(
                     f"shard holds {end} rows, the manifest says {entry.rows}", file=label
                 )
+
+    def _read_shard_rejecting(
+        self, spec: CollectionSpec, entry: ShardEntry, start: int, batch_size: int
+    ) -> Iterator[ShardChunk]:
+        """Verified chunks of one shard from row ``start``, bad rows set aside with why."""
+        label = entry.path
+        with mapped(label):
+            path, codec = self._open_shard(entry)
+            seen: dict[Any, int] = {}
+            end = start
+            for chunk in decode_rejecting(
+                codec, path, spec, label=label, start=start, batch_size=batch_size
+            ):
+                drop_seen_ids(chunk, seen, label=label)
+                end = chunk.first_row + chunk.consumed
+                yield chunk
+            if end != entry.rows:
+                raise DataError(
+                    f"shard holds {end} rows, the manifest says {entry.rows}", file=label
+                )
+
+    def _open_shard(self, entry: ShardEntry) -> tuple[Path, ShardCodec]:
+        """The shard's file, checked against the manifest, and the codec that reads it."""
+        path = resolve_inside(self.folder, entry.path)
+        if not path.is_file():
+            raise DataError("shard file is missing", file=entry.path)
+        self._verify(path, entry)
+        return path, codec_for(entry.format)
 
     def _verify(self, path: Path, entry: ShardEntry) -> None:
         stat = path.stat()

@@ -90,6 +90,15 @@ class JsonlCodec(ShardCodec):
         self, path: Path, spec: CollectionSpec, *, label: str, start: int, batch_size: int
     ) -> Iterator[tuple[int, pa.RecordBatch]]:
         schema = read_schema(spec)
+        for row, lines in self.raw_chunks(
+            path, spec, label=label, start=start, batch_size=batch_size
+        ):
+            batch = self._parse(lines, schema, spec, label=label, first_row=row)
+            yield row, self.conformed(batch, spec, path=path, label=label, first_row=row)
+
+    def raw_chunks(
+        self, path: Path, spec: CollectionSpec, *, label: str, start: int, batch_size: int
+    ) -> Iterator[tuple[int, list[bytes]]]:
         with path.open("rb") as fh:
             skipped = sum(1 for _ in itertools.islice(fh, start))
             if skipped < start:
@@ -99,9 +108,33 @@ class JsonlCodec(ShardCodec):
                 lines = list(itertools.islice(fh, batch_size))
                 if not lines:
                     return
-                batch = self._parse(lines, schema, spec, label=label, first_row=row)
-                yield row, self.conformed(batch, spec, path=path, label=label, first_row=row)
+                yield row, lines
                 row += len(lines)
+
+    def read_range(
+        self,
+        units: Any,
+        lo: int,
+        hi: int,
+        spec: CollectionSpec,
+        *,
+        path: Path,
+        label: str,
+        first_row: int,
+    ) -> pa.RecordBatch:
+        first = first_row + lo
+        batch = self._parse(units[lo:hi], read_schema(spec), spec, label=label, first_row=first)
+        return self.conformed(batch, spec, path=path, label=label, first_row=first)
+
+    def record_of(self, units: Any, i: int) -> Any:
+        raw: bytes = units[i]
+        try:
+            record = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            record = None
+        if isinstance(record, dict):
+            return record
+        return raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
     def _parse(
         self,

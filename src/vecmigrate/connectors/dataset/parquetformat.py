@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -54,6 +55,14 @@ class ParquetCodec(ShardCodec):
     def decode(
         self, path: Path, spec: CollectionSpec, *, label: str, start: int, batch_size: int
     ) -> Iterator[tuple[int, pa.RecordBatch]]:
+        for pos, batch in self.raw_chunks(
+            path, spec, label=label, start=start, batch_size=batch_size
+        ):
+            yield pos, self.conformed(batch, spec, path=path, label=label, first_row=pos)
+
+    def raw_chunks(
+        self, path: Path, spec: CollectionSpec, *, label: str, start: int, batch_size: int
+    ) -> Iterator[tuple[int, pa.RecordBatch]]:
         pf = self._open(path, spec, label)
         meta = pf.metadata
         groups: list[int] = []
@@ -71,20 +80,41 @@ class ParquetCodec(ShardCodec):
         if not groups:
             return
         pos = start - skip
-        try:
-            for raw in pf.iter_batches(batch_size=batch_size, row_groups=groups, use_threads=False):
-                cut = min(skip, raw.num_rows)
-                skip -= cut
-                pos += cut
-                batch = raw.slice(cut) if cut else raw
-                if batch.num_rows == 0:
-                    continue
-                yield pos, self.conformed(batch, spec, path=path, label=label, first_row=pos)
-                pos += batch.num_rows
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(
-                f"Parquet data is corrupt near row {pos}: {exc}", file=label, row=pos
-            ) from exc
+        batches = pf.iter_batches(batch_size=batch_size, row_groups=groups, use_threads=False)
+        while True:
+            try:
+                raw = next(batches, None)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise DataError(
+                    f"Parquet data is corrupt near row {pos}: {exc}", file=label, row=pos
+                ) from exc
+            if raw is None:
+                return
+            cut = min(skip, raw.num_rows)
+            skip -= cut
+            pos += cut
+            batch = raw.slice(cut) if cut else raw
+            if batch.num_rows == 0:
+                continue
+            yield pos, batch
+            pos += batch.num_rows
+
+    def read_range(
+        self,
+        units: Any,
+        lo: int,
+        hi: int,
+        spec: CollectionSpec,
+        *,
+        path: Path,
+        label: str,
+        first_row: int,
+    ) -> pa.RecordBatch:
+        piece = units.slice(lo, hi - lo)
+        return self.conformed(piece, spec, path=path, label=label, first_row=first_row + lo)
+
+    def record_of(self, units: Any, i: int) -> Any:
+        return units.slice(i, 1).to_pylist()[0]
 
     def read_ids(self, path: Path, spec: CollectionSpec, *, label: str) -> pa.Array:
         pf = self._open(path, spec, label)

@@ -18,6 +18,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from vecmigrate.connectors.base import (
+    AccessReport,
     Capabilities,
     Connector,
     IfExists,
@@ -26,6 +27,7 @@ from vecmigrate.connectors.base import (
     ScanBatch,
     WriteToken,
 )
+from vecmigrate.connectors.pgvector.access import grant_entries
 from vecmigrate.connectors.pgvector.codec import vector_text
 from vecmigrate.connectors.pgvector.config import PgvectorConfig, check_identifier
 from vecmigrate.connectors.pgvector.copy import WritePlan
@@ -52,7 +54,7 @@ from vecmigrate.connectors.pgvector.sql import (
 )
 from vecmigrate.errors import ConfigError, SchemaMismatch, TerminalError, Unsupported
 from vecmigrate.records import check_batch, conform
-from vecmigrate.spec import CollectionSpec, Metric, VectorField
+from vecmigrate.spec import AccessEntry, CollectionSpec, Metric, VectorField
 from vecmigrate.uri import ConnectorURI
 
 ROWS_PER_PARTITION_MIN = 1000
@@ -71,12 +73,14 @@ class PgvectorConnector(Connector):
         max_dim=16000,
         exact_float32=True,
         access_control=True,
+        apply_access=True,
         notes=(
             "kNN is exact until finalize() builds an HNSW/IVFFlat index, approximate after "
             "(?search=exact forces exact search)",
             "HNSW/IVFFlat index vector columns of up to 2,000 dimensions (halfvec 4,000)",
             "jsonb keeps JSON values, not their text: key order and spacing are normalised",
-            "grants are described, not applied to a new table",
+            "grants are described; they are applied to the target table only on request "
+            "(--apply-access), one GRANT per privilege",
         ),
     )
 
@@ -495,6 +499,14 @@ class PgvectorConnector(Connector):
             )
         self._forget()
         self._spec = None
+
+    def apply_access(self, entries: Sequence[AccessEntry]) -> AccessReport:
+        """GRANT the entries' table privileges on this table (a missing role is reported)."""
+        info = self._table()
+        with self._translated("apply access entries"):
+            return grant_entries(
+                self._conn(), info.schema, info.table, entries, secret=self.config.password
+            )
 
     # -- aliases: a view over the table, replaced in one transaction ---------------------
     def switch_alias(self, alias: str) -> str | None:

@@ -57,7 +57,8 @@ _TRANSIENT_STATES = (
 _DIMENSIONS = re.compile(r"expected \d+ dimensions, not \d+|different (vector|halfvec) dimensions")
 
 
-def _scrub(text: str, secret: str | None) -> str:
+def scrubbed(text: str, secret: str | None) -> str:
+    """``text`` on one line, without the secret."""
     text = " ".join(text.split())
     if secret:
         text = text.replace(secret, "***")
@@ -70,7 +71,7 @@ def translate(
     """The vecmigrate error for a psycopg error met while doing ``what`` on ``where``."""
     if isinstance(exc, VecmigrateError):
         return exc
-    detail = _scrub(str(exc), secret)
+    detail = scrubbed(str(exc), secret)
     message = f"pgvector {where}: {what} failed: {detail}"
     if isinstance(exc, pgerr.InvalidPassword | pgerr.InvalidAuthorizationSpecification):
         return AuthError(f"pgvector {where}: credentials refused: {detail}")
