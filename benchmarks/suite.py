@@ -1,17 +1,20 @@
 """The benchmark suite: copy rate against each system's own fastest read and write, same run.
 
     python benchmarks/suite.py [--rows 100000] [--dim 768]
-        [--pairs lancedb-lancedb,pgvector-pgvector,pgvector-qdrant_edge] [--ray]
+        [--pairs lancedb-lancedb,pgvector-pgvector,pgvector-qdrant_edge] [--ray] [--vdf-io]
 
 For each SOURCE-TARGET pair: build the source (float32 vectors, an id, a document and two
 metadata fields) with the system's own fast path; measure the raw floors (the source's
 fastest full read, the target's fastest write of the same rows); run ``vecmigrate copy`` in a
 fresh interpreter (wall time, peak RSS); ratio = copy rate / min(raw read, raw write). Then,
 from the first pair: export/import through parquet, jsonl and csv, ``validate`` of the copied
-pair, and with ``--ray`` the Ray executor (2 local CPUs) against the local one.
+pair, and with ``--ray`` the Ray executor (2 local CPUs) against the local one. With
+``--vdf-io``, the same pairs through vdf-io's export + import (benchmarks/vdfio.py; skipped with
+the reason where vdf-io lacks the system or cannot be installed).
 
 Writes benchmarks/results/suite.json and suite.md. Goals (issue: benchmarks): copy >= 0.9 x
-min(raw read, raw write); peak RSS <= 512 MB; Ray within 15% of local.
+min(raw read, raw write); peak RSS <= 512 MB; Ray within 15% of local; with --vdf-io,
+>= 10x vdf-io end to end.
 """
 
 from __future__ import annotations
@@ -511,6 +514,10 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{copy_rate(ray['ray']):,.0f} | {ray['ray_to_local']:.2f} | "
                 f"{ray['ray']['peak_rss_mb']:.0f} |",
             ]
+    if "vdf_io" in report:
+        from vdfio import markdown_lines
+
+        lines += ["", *markdown_lines(report["vdf_io"])]
     g = report["goals"]
     lines += [
         "",
@@ -521,9 +528,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"| copy >= 0.9 x min(raw read, raw write), every pair | {mark(g['copy_ratio'])} |",
         f"| peak RSS <= 512 MB, every copy | {mark(g['peak_rss'])} |",
         f"| Ray within 15% of local | {mark(g['ray'])} |",
-        "",
     ]
-    return "\n".join(lines)
+    if "vdf_io" in g:
+        lines += [
+            f"| >= 10x vdf-io end to end, every pair it supports | {mark(g['vdf_io'])} |",
+            "| >= 10x vdf-io without its startup (copy summary rate vs its main() time) | "
+            f"{mark(g.get('vdf_io_excluding_startup'))} |",
+        ]
+    return "\n".join([*lines, ""])
 
 
 def main() -> int:
@@ -532,6 +544,7 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--pairs", default="lancedb-lancedb,pgvector-pgvector,pgvector-qdrant_edge")
     parser.add_argument("--ray", action="store_true", help="also compare the Ray executor")
+    parser.add_argument("--vdf-io", action="store_true", help="also time vdf-io on the pairs")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=5_000)
     parser.add_argument("--queries", type=int, default=50)
@@ -570,6 +583,15 @@ def main() -> int:
                         report["ray"] = {"skipped": str(exc)}
                     except Exception as exc:
                         report["ray"] = {"error": f"{type(exc).__name__}: {exc}"}
+            if args.vdf_io:
+                print("[suite] vdf-io ...", file=sys.stderr, flush=True)
+                from vdfio import compare
+
+                requested = [p.strip() for p in args.pairs.split(",") if p.strip()]
+                report["vdf_io"] = compare(
+                    requested, args.rows, args.dim, work / "vdfio",
+                    workers=args.workers, batch_size=args.batch_size,
+                )  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for p in pairs:
@@ -587,6 +609,14 @@ def main() -> int:
                 else None,
                 "peak_rss": all(p["goals"]["peak_rss<=512MB"] for p in pairs) if pairs else None,
                 "ray": ray["goals"]["ray_within_15%_of_local"] if "goals" in ray else None,
+                **(
+                    {
+                        "vdf_io": report["vdf_io"].get("goal"),
+                        "vdf_io_excluding_startup": report["vdf_io"].get("goal_excluding_startup"),
+                    }
+                    if "vdf_io" in report
+                    else {}
+                ),
             },
         }
     )
