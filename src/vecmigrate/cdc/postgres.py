@@ -2,8 +2,14 @@
 
 Logical decoding needs ``wal_level=logical``; its slot is created before the snapshot so no
 change falls in the gap, read with ``pg_logical_slot_peek_changes`` and advanced only after
-the changes are applied (a crash re-reads, never skips). The change-log source is for servers
-where logical replication cannot be enabled: a trigger records (seq, op, id) of every change.
+the changes are applied (a crash re-reads, never skips). Every SQL-level decoding call starts
+at the slot's restart point, which moves only past a running-transactions record (logged every
+15 s); so a peek that returned less than asked for is the last of its poll. Where the role
+may run ``pg_log_standby_snapshot()``, one such record is logged before each advance so the
+restart point follows closely; otherwise advances are made at most once a second.
+
+The change-log source is for servers where logical replication cannot be enabled: a trigger
+records (seq, op, id) of every change.
 """
 
 from __future__ import annotations
@@ -137,6 +143,7 @@ def parse_change(line: str, prefix: str, key: str) -> tuple[str, list[str]] | No
 
 
 _COMMIT_AT = re.compile(r"COMMIT(?: \d+)? \(at (.+)\)$")
+ADVANCE_EVERY_S = 1.0
 
 
 class LogicalDecodingSource:
@@ -154,6 +161,9 @@ class LogicalDecodingSource:
             .fetchone()
         )
         self.prefix = f"table {ident[0]}.{ident[1]}: "
+        self._acked: str | None = None  # applied up to here, not yet advanced to
+        self._advanced_at = 0.0
+        self._may_log_snapshot = True
 
     def start(self) -> str:
         conn = self.pg.conn()
@@ -188,42 +198,71 @@ class LogicalDecodingSource:
                 .fetchall()
             )
             batch = ChangeSet(position=_fmt_lsn(after))
-            pending_ids: list[str] = []
-            pending_changes = 0
+            lines: list[str] = []
             for lsn, data in rows:
                 if data.startswith("BEGIN"):
-                    pending_ids, pending_changes = [], 0
-                    continue
-                if data.startswith("COMMIT"):
-                    # change records of interleaved transactions are not in LSN order; only a
-                    # transaction's commit LSN orders it, so filter and advance by that
+                    lines = []
+                elif data.startswith("COMMIT"):
+                    # transactions come whole, in commit order; one committed at or before
+                    # ``after`` was applied already (the slot is advanced lazily): skip it
                     if _lsn(str(lsn)) > after:
                         m = _COMMIT_AT.match(data)
                         if m and batch.oldest_commit is None:
                             batch.oldest_commit = datetime.fromisoformat(m.group(1)).timestamp()
-                        batch.ids.extend(pending_ids)
-                        batch.changes += pending_changes
+                        for line in lines:
+                            parsed = parse_change(line, self.prefix, self.pg.key)
+                            if parsed is not None:
+                                batch.ids.extend(parsed[1])
+                                batch.changes += 1
                         batch.position = str(lsn)
-                    continue
-                parsed = parse_change(data, self.prefix, self.pg.key)
-                if parsed is not None:
-                    pending_ids.extend(parsed[1])
-                    pending_changes += 1
+                    lines = []
+                else:
+                    lines.append(data)
+            full = len(rows) >= max_changes
             if _lsn(batch.position) <= after:
+                # nothing new; a full page of applied changes means the slot is behind
+                if full and self._advance(_fmt_lsn(after)):
+                    continue
                 return
             after = _lsn(batch.position)
             yield batch  # the consumer acknowledges once applied; peeks start after that
+            if not full:
+                return  # that peek reached ``upto``: another would decode the WAL for nothing
 
     def acknowledge(self, position: str) -> None:
+        """Advance the slot to ``position`` (without the snapshot grant at most once a second,
+        as each advance decodes from the restart point; ``close`` does the last)."""
+        self._acked = position
+        # with the snapshot logged the restart point follows, so every advance is short
+        every = 0.0 if self._may_log_snapshot else ADVANCE_EVERY_S
+        if time.monotonic() - self._advanced_at >= every:
+            self._advance()
+
+    def _advance(self, position: str | None = None) -> bool:
+        """Move the slot up to ``position`` (or the last acknowledged); whether it moved."""
+        position = position or self._acked
+        self._acked = None
+        if position is None:
+            return False
+        self._advanced_at = time.monotonic()
         conn = self.pg.conn()
+        if self._may_log_snapshot:
+            try:  # a running-transactions record lets the restart point move with this advance
+                conn.execute("SELECT pg_log_standby_snapshot()")
+            except (
+                psycopg.errors.InsufficientPrivilege,  # GRANT EXECUTE to the sync's role
+                psycopg.errors.UndefinedFunction,  # PostgreSQL before 16
+                psycopg.errors.ObjectNotInPrerequisiteState,  # a standby
+            ):
+                self._may_log_snapshot = False
         current = conn.execute(
             "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %s",
             (self.slot,),
         ).fetchone()
-        if current is not None and _lsn(str(current[0])) < _lsn(position):
-            conn.execute(
-                "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, position)
-            )
+        if current is None or _lsn(str(current[0])) >= _lsn(position):
+            return False
+        conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, position))
+        return True
 
     def backlog(self, position: str) -> dict[str, Any]:
         row = self.pg.conn().execute("SELECT pg_current_wal_lsn()").fetchone()
@@ -231,6 +270,7 @@ class LogicalDecodingSource:
         return {"pending_wal_bytes": behind, "position": position, "source_position": str(row[0])}
 
     def cleanup(self) -> None:
+        self._acked = None
         conn = self.pg.conn()
         exists = conn.execute(
             "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
@@ -239,16 +279,29 @@ class LogicalDecodingSource:
             conn.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
 
     def close(self) -> None:
-        self.pg.close()
+        try:
+            self._advance()
+        except (psycopg.Error, TransientError):
+            pass  # the slot stays behind: the next run re-reads what it already applied
+        finally:
+            self.pg.close()
 
 
 class ChangeLogSource:
-    """Changes recorded by a trigger into a change-log table (no logical replication needed)."""
+    """Changes recorded by a trigger into a change-log table (no logical replication needed).
+
+    The log is a queue: a change is pending while its row is in the table, and acknowledging
+    deletes exactly the rows that were read. Sequence numbers are taken when a writer's
+    statement runs, not when it commits, so a change with a lower number can appear after a
+    higher one was read; every read therefore starts from the oldest row still in the log,
+    and nothing is skipped by a "seq <= position" cut-off.
+    """
 
     name = "trigger"
 
     def __init__(self, uri: Any) -> None:
         self.pg = _PgTable(uri)
+        self._read: dict[int, list[int]] = {}  # change-set position -> the seqs it holds
         digest = hashlib.sha256(uri.redacted().encode()).hexdigest()[:12]
         self.log_table = f"vecmigrate_changes_{digest}"
         self.function = f"vecmigrate_capture_{digest}"
@@ -295,8 +348,10 @@ class ChangeLogSource:
         return str(row[0])
 
     def changes(self, position: str, max_changes: int) -> Iterator[ChangeSet]:
+        """Every row still in the log (read or not before: re-applying is idempotent)."""
         n = self._names()
-        after = int(position)
+        after = 0  # not ``position``: a lower seq may have committed since it was passed
+        highest = int(position)
         while True:
             query = sql.SQL(
                 "SELECT seq, id, extract(epoch FROM at) FROM {log} WHERE seq > %s "
@@ -306,21 +361,30 @@ class ChangeLogSource:
             if not rows:
                 return
             after = int(rows[-1][0])
+            highest = max(highest, after)
+            self._read[highest] = self._read.get(highest, []) + [int(r[0]) for r in rows]
             yield ChangeSet(
-                position=str(after), ids=[r[1] for r in rows], changes=len(rows),
-                oldest_commit=float(rows[0][2]),
+                position=str(highest), ids=[r[1] for r in rows], changes=len(rows),
+                oldest_commit=min(float(r[2]) for r in rows),
             )  # fmt: skip
+            if len(rows) < max_changes:
+                return  # the log had no more
 
     def acknowledge(self, position: str) -> None:
-        self.pg.conn().execute(
-            sql.SQL("DELETE FROM {log} WHERE seq <= %s").format(**self._names()), (int(position),)
-        )
+        """Delete the rows of the change sets read up to ``position``, and only those."""
+        upto = int(position)
+        done = [p for p in self._read if p <= upto]
+        seqs = [seq for p in done for seq in self._read.pop(p)]
+        if seqs:
+            self.pg.conn().execute(
+                sql.SQL("DELETE FROM {log} WHERE seq = ANY(%s)").format(**self._names()), (seqs,)
+            )
 
     def backlog(self, position: str) -> dict[str, Any]:
-        query = sql.SQL(
-            "SELECT COUNT(*), MIN(extract(epoch FROM at)) FROM {log} WHERE seq > %s"
-        ).format(**self._names())
-        row = self.pg.conn().execute(query, (int(position),)).fetchone()
+        query = sql.SQL("SELECT COUNT(*), MIN(extract(epoch FROM at)) FROM {log}").format(
+            **self._names()
+        )
+        row = self.pg.conn().execute(query).fetchone()
         lag = time.time() - float(row[1]) if row[1] is not None else 0.0
         return {"pending_changes": int(row[0]), "lag_s": round(lag, 3), "position": position}
 

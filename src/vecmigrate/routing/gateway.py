@@ -66,10 +66,14 @@ class GatewayConfig(BaseModel):
 
 
 FLOAT32_MAX = 3.4028234e38
+# integers a JSON number holds exactly everywhere (JavaScript, schema tools: doubles); beyond
+# +-(2**53 - 1) they round, so larger int64 values go through the Python Router instead
+JSON_INT_MAX = 2**53 - 1
+Int64 = Annotated[int, Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX)]
 
 _PY_TYPES: dict[str, Any] = {
-    "string": str, "int64": int, "float64": float, "bool": bool, "timestamp": str, "json": str,
-    "list<string>": list[str], "list<int64>": list[int], "list<float64>": list[float],
+    "string": str, "int64": Int64, "float64": float, "bool": bool, "timestamp": str, "json": str,
+    "list<string>": list[str], "list<int64>": list[Int64], "list<float64>": list[float],
 }  # fmt: skip
 
 
@@ -80,7 +84,7 @@ def _models(
     dim = spec.vector().dim
     component = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
     vector_t = Annotated[list[component], Field(min_length=dim, max_length=dim)]  # type: ignore[valid-type]
-    id_t: Any = int if spec.id_type == "int64" else Annotated[str, Field(min_length=1)]
+    id_t: Any = Int64 if spec.id_type == "int64" else Annotated[str, Field(min_length=1)]
     meta_fields: dict[str, Any] = {
         m.name: (_PY_TYPES[m.type.value] | None, None) for m in spec.metadata
     }
@@ -152,7 +156,7 @@ def _to_batch(records: list[Any], spec: CollectionSpec) -> pa.RecordBatch:
         cols[m.name] = [getattr(r.metadata, m.name, None) if r.metadata else None for r in records]
     try:
         raw = pa.RecordBatch.from_pydict(cols)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
         raise DataError(f"records do not fit the collection: {exc}") from exc
     batch = conform(raw, spec)
     check_batch(batch, spec)
@@ -258,7 +262,7 @@ def create_app(router: Router, spec: CollectionSpec) -> Any:
                 pending.add_metric([side], float(m["pending"][side]["rows"]))
             yield pending
             lat = GaugeMetricFamily(
-                "vecmigrate_latency_p95_seconds", "p95 latency per side", labels=["side"]
+                "vecmigrate_latency_p95_seconds", "p95 query latency per side", labels=["side"]
             )
             for side, v in m["latency_p95_ms"].items():
                 if v is not None:

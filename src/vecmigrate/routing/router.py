@@ -3,8 +3,11 @@
 Writes go to the phase's primary side synchronously (its failure is the user's failure, as
 before the migration) and to the other side through a persisted outbox drained in order by a
 background thread: a slow, failing or absent secondary never fails or slows the user's write,
-and nothing is lost across restarts. Reads follow the phase: old, shadowed (served by old,
-mirrored to new and compared), canary (a percentage or named segments served by new), or new.
+and nothing is lost across restarts. The drainer sends runs of queued writes as one write
+(the last version of each id). Writes to the same id keep one order on both sides, and a side
+that becomes primary first receives what is still queued for it. Reads follow the phase:
+old, shadowed (served by old, mirrored to new and compared), canary (a percentage or named
+segments served by new), or new.
 Rollback triggers watch the new side; when one fires the router returns to dual-write, logs
 the evidence, and the old side's outbox is replayed so it misses nothing written meanwhile.
 """
@@ -15,8 +18,9 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +31,7 @@ import pyarrow as pa
 from vecmigrate.connectors.base import Connector, QueryResult
 from vecmigrate.errors import ConfigError
 from vecmigrate.routing.phase import Phase, check_transition
-from vecmigrate.routing.state import RouterState, batch_from_bytes, batch_to_bytes
+from vecmigrate.routing.state import PendingWrite, RouterState
 from vecmigrate.routing.triggers import Evidence, Fired, TriggerConfig, evaluate
 
 log = logging.getLogger("vecmigrate.router")
@@ -39,6 +43,7 @@ class RouterConfig:
     state_path: Path
     triggers: TriggerConfig = field(default_factory=TriggerConfig)
     drain_interval_s: float = 0.05
+    drain_rows: int = 1_000  # rows per write when the drainer joins queued writes
     retry_backoff_s: float = 0.2
     shadow_workers: int = 2
     shadow_queue: int = 64
@@ -47,6 +52,49 @@ class RouterConfig:
 
 def _overlap(a: list[Any], b: list[Any]) -> float:
     return len(set(a) & set(b)) / len(a) if a else 1.0
+
+
+_STRIPES = 64
+
+
+def _runs(
+    items: list[PendingWrite], decode: Callable[[PendingWrite], pa.RecordBatch], max_rows: int
+) -> Iterator[tuple[list[int], str, Any]]:
+    """Consecutive queued writes of one kind joined: (seqs, op, batch or ids) in queue order.
+
+    A run of upserts becomes one batch holding the last version of each id; a run of deletes
+    one list of ids. Applying the runs in order leaves a side as applying every write would.
+    """
+    seqs: list[int] = []
+    batches: list[pa.RecordBatch] = []
+    op = ""
+    rows = 0
+
+    def joined() -> tuple[list[int], str, Any]:
+        if op == "delete":
+            ids = [i for b in batches for i in b.column("id").to_pylist()]
+            return seqs, op, list(dict.fromkeys(ids))
+        if len(batches) == 1:
+            return seqs, op, batches[0]
+        table = pa.Table.from_batches(batches).combine_chunks()
+        ids = table.column("id").to_pylist()
+        last = {v: i for i, v in enumerate(ids)}
+        if len(last) < len(ids):
+            table = table.take(sorted(last.values()))
+        return seqs, op, table.combine_chunks().to_batches()[0]
+
+    for item in items:
+        batch = decode(item)
+        fits = rows + batch.num_rows <= max_rows or not seqs
+        if seqs and (item.op != op or not fits or batch.schema != batches[0].schema):
+            yield joined()
+            seqs, batches, rows = [], [], 0
+        seqs.append(item.seq)
+        batches.append(batch)
+        op = item.op
+        rows += batch.num_rows
+    if seqs:
+        yield joined()
 
 
 class Router:
@@ -62,6 +110,10 @@ class Router:
         self._shadow = ThreadPoolExecutor(config.shadow_workers, thread_name_prefix="shadow")
         self._shadow_inflight = threading.Semaphore(config.shadow_queue)
         self._last_count_check = 0.0
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]  # per-id write order
+        self._applying = {"old": threading.Lock(), "new": threading.Lock()}
+        self._queued = {side: self.state.depth(side)[0] for side in ("old", "new")}
+        self._queued_lock = threading.Lock()
         self._drainer = threading.Thread(target=self._drain_loop, name="outbox", daemon=True)
         self._drainer.start()
 
@@ -104,31 +156,53 @@ class Router:
         writes_other = phase.writes_new if other == "new" else phase.writes_old
         return primary, (other if writes_other else None)
 
+    @contextmanager
+    def _ordered(self, ids: Sequence[Any]) -> Iterator[None]:
+        """Writes touching the same ids reach the primary and the outbox in one order."""
+        locks = [self._stripes[i] for i in sorted({hash(x) % _STRIPES for x in ids})]
+        for lock in locks:
+            lock.acquire()
+        try:
+            yield
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+
+    def _write(self, ids: Sequence[Any], op: str, payload: Any) -> None:
+        with self._ordered(ids):
+            primary, secondary = self._sides_for_write()
+            if self._queued[primary]:  # it just became primary: what is queued goes first
+                error = self._drain_side(primary)
+                if error is not None:
+                    raise error
+            side = self.sides[primary]
+            if op == "upsert":
+                self._timed(primary, lambda: side.upsert(payload), kind="write")
+            else:
+                self._timed(primary, lambda: side.delete(payload), kind="write")
+            if secondary is not None:
+                batch = payload if op == "upsert" else pa.record_batch({"id": pa.array(payload)})
+                self.state.enqueue(secondary, op, batch)
+                with self._queued_lock:
+                    self._queued[secondary] += 1
+
     def upsert(self, batch: pa.RecordBatch) -> None:
-        primary, secondary = self._sides_for_write()
-        self._timed(primary, lambda: self.sides[primary].upsert(batch))
-        if secondary is not None:
-            self.state.enqueue(secondary, "upsert", batch_to_bytes(batch), batch.num_rows)
-            self._wake.set()
+        ids = batch.column("id").to_pylist() if batch.num_rows else []
+        self._write(ids, "upsert", batch)
 
     def delete(self, ids: Sequence[Any]) -> None:
-        primary, secondary = self._sides_for_write()
         ids = list(ids)
-        self._timed(primary, lambda: self.sides[primary].delete(ids))
-        if secondary is not None:
-            payload = batch_to_bytes(pa.record_batch({"id": pa.array(ids)}))
-            self.state.enqueue(secondary, "delete", payload, len(ids))
-            self._wake.set()
+        self._write(ids, "delete", ids)
 
-    def _timed(self, side: str, fn: Callable[[], T]) -> T:
+    def _timed(self, side: str, fn: Callable[[], T], *, kind: str = "read") -> T:
         t0 = time.perf_counter()
         try:
             result = fn()
         except Exception:
-            self.evidence.op(side, time.perf_counter() - t0, ok=False)
+            self.evidence.op(side, time.perf_counter() - t0, ok=False, kind=kind)
             self._check_triggers()
             raise
-        self.evidence.op(side, time.perf_counter() - t0, ok=True)
+        self.evidence.op(side, time.perf_counter() - t0, ok=True, kind=kind)
         return result
 
     # -- outbox -------------------------------------------------------------------------
@@ -141,31 +215,33 @@ class Router:
             for side in ("old", "new"):
                 if now < backoff[side]:
                     continue
-                if not self._drain_side(side):
+                if self._drain_side(side) is not None:
                     backoff[side] = now + self.config.retry_backoff_s
             self._check_triggers()
 
-    def _drain_side(self, side: str) -> bool:
-        """Apply pending writes of one side in order; False at the first failure."""
-        while not self._stop.is_set():
-            pending = self.state.pending(side)
-            if not pending:
-                return True
-            for item in pending:
-                payload = batch_from_bytes(item.payload)
-                t0 = time.perf_counter()
-                try:
-                    if item.op == "upsert":
-                        self.sides[side].upsert(payload)
-                    else:
-                        self.sides[side].delete(payload.column("id").to_pylist())
-                except Exception as exc:
-                    self.evidence.op(side, time.perf_counter() - t0, ok=False)
-                    self.state.failed(item.seq, str(exc))
-                    return False
-                self.evidence.op(side, time.perf_counter() - t0, ok=True)
-                self.state.done([item.seq])
-        return True
+    def _drain_side(self, side: str) -> Exception | None:
+        """Apply queued writes of one side in order, runs joined; the first failure or None."""
+        with self._applying[side]:
+            while not self._stop.is_set():
+                pending = self.state.pending(side, limit=256)
+                if not pending:
+                    return None
+                for seqs, op, payload in _runs(pending, self.state.batch, self.config.drain_rows):
+                    t0 = time.perf_counter()
+                    try:
+                        if op == "upsert":
+                            self.sides[side].upsert(payload)
+                        else:
+                            self.sides[side].delete(payload)
+                    except Exception as exc:
+                        self.evidence.op(side, time.perf_counter() - t0, ok=False, kind="drain")
+                        self.state.failed(seqs, str(exc))
+                        return exc
+                    self.evidence.op(side, time.perf_counter() - t0, ok=True, kind="drain")
+                    self.state.done(seqs)
+                    with self._queued_lock:
+                        self._queued[side] -= len(seqs)
+            return None
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until both outboxes are empty (True) or the timeout passes (False)."""
@@ -273,6 +349,7 @@ class Router:
         new_ops, new_rows = self.state.depth("new")
         old_ops, old_rows = self.state.depth("old")
         lat = {s: self.evidence.latency[s].values() for s in ("old", "new")}
+        wlat = {s: self.evidence.write_latency[s].values() for s in ("old", "new")}
         parity = self.evidence.parity.values()
         return {
             "phase": self.phase.value,
@@ -284,6 +361,9 @@ class Router:
             },
             "latency_p95_ms": {
                 s: (float(np.percentile(v, 95)) * 1e3 if v else None) for s, v in lat.items()
+            },
+            "write_latency_p95_ms": {
+                s: (float(np.percentile(v, 95)) * 1e3 if v else None) for s, v in wlat.items()
             },
             "parity_mean_overlap": float(np.mean(parity)) if parity else None,
             "totals": dict(self.evidence.totals),

@@ -1,4 +1,10 @@
-"""Persisted router state: phase, canary settings, the audit log and the outbox of writes."""
+"""Persisted router state: phase, canary settings, the audit log and the outbox of writes.
+
+An outbox payload is one Arrow IPC record batch message; its schema is stored once in
+``schemas`` (``schema_id``). Rows without a schema id hold a whole IPC stream (older files).
+``seq`` is a plain rowid (AUTOINCREMENT costs a second write per insert): always above every
+queued row, which is all the drain order needs.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +27,12 @@ CREATE TABLE IF NOT EXISTS audit (
     event TEXT NOT NULL, evidence TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, side TEXT NOT NULL, op TEXT NOT NULL,
+    seq INTEGER PRIMARY KEY, side TEXT NOT NULL, op TEXT NOT NULL,
     payload BLOB NOT NULL, rows INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT, created REAL NOT NULL
+    last_error TEXT, created REAL NOT NULL, schema_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_side ON outbox (side, seq);
+CREATE TABLE IF NOT EXISTS schemas (id INTEGER PRIMARY KEY AUTOINCREMENT, schema BLOB NOT NULL);
 """
 
 
@@ -37,6 +44,7 @@ class PendingWrite:
     payload: bytes
     rows: int
     attempts: int
+    schema_id: int | None = None
 
 
 def batch_to_bytes(batch: pa.RecordBatch) -> bytes:
@@ -62,6 +70,11 @@ class RouterState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+        if "schema_id" not in columns:
+            self._db.execute("ALTER TABLE outbox ADD COLUMN schema_id INTEGER")
+        self._schemas: dict[int, pa.Schema] = {}
+        self._phase: tuple[int, Phase] | None = None  # (data_version read at, phase)
 
     def close(self) -> None:
         with self._lock:
@@ -76,10 +89,20 @@ class RouterState:
     def put(self, key: str, value: Any) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, json.dumps(value)))
+            if key == "phase":
+                self._phase = None
 
     @property
     def phase(self) -> Phase:
-        return Phase(self.get("phase", Phase.OLD_ONLY.value))
+        """The phase, read again only when the file changed (other processes share it)."""
+        with self._lock:
+            version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+            if self._phase is not None and self._phase[0] == version:
+                return self._phase[1]
+            row = self._db.execute("SELECT value FROM state WHERE key = 'phase'").fetchone()
+            phase = Phase(json.loads(row[0]) if row else Phase.OLD_ONLY.value)
+            self._phase = (version, phase)
+            return phase
 
     # -- audit --------------------------------------------------------------------------
     def log(self, actor: str, event: str, evidence: dict[str, Any]) -> None:
@@ -99,18 +122,49 @@ class RouterState:
         ]
 
     # -- outbox -------------------------------------------------------------------------
-    def enqueue(self, side: str, op: str, payload: bytes, rows: int) -> None:
+    def _schema_id(self, schema: pa.Schema) -> int:
+        """The id of ``schema`` in ``schemas`` (stored on first use); under ``_lock``."""
+        for sid, known in self._schemas.items():
+            if known.equals(schema, check_metadata=True):
+                return sid
+        data = schema.serialize().to_pybytes()
+        row = self._db.execute("SELECT id FROM schemas WHERE schema = ?", (data,)).fetchone()
+        if row is None:
+            row = (self._db.execute("INSERT INTO schemas (schema) VALUES (?)", (data,)).lastrowid,)
+        self._schemas[int(row[0])] = schema
+        return int(row[0])
+
+    def enqueue(self, side: str, op: str, batch: pa.RecordBatch) -> None:
+        """Queue ``batch`` (rows to upsert, or an ``id`` column to delete) for ``side``."""
+        plain = not any(pa.types.is_dictionary(f.type) for f in batch.schema)
+        payload = batch.serialize().to_pybytes() if plain else batch_to_bytes(batch)
         with self._lock:
+            sid = self._schema_id(batch.schema) if plain else None
             self._db.execute(
-                "INSERT INTO outbox (side, op, payload, rows, created) VALUES (?, ?, ?, ?, ?)",
-                (side, op, payload, rows, time.time()),
+                "INSERT INTO outbox (side, op, payload, rows, created, schema_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (side, op, payload, batch.num_rows, time.time(), sid),
             )
+
+    def batch(self, item: PendingWrite) -> pa.RecordBatch:
+        """The queued write's batch."""
+        if item.schema_id is None:
+            return batch_from_bytes(item.payload)
+        schema = self._schemas.get(item.schema_id)
+        if schema is None:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT schema FROM schemas WHERE id = ?", (item.schema_id,)
+                ).fetchone()
+                schema = pa.ipc.read_schema(pa.py_buffer(row[0]))
+                self._schemas[item.schema_id] = schema
+        return pa.ipc.read_record_batch(pa.py_buffer(item.payload), schema)
 
     def pending(self, side: str, limit: int = 64) -> list[PendingWrite]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, side, op, payload, rows, attempts FROM outbox WHERE side = ? "
-                "ORDER BY seq LIMIT ?",
+                "SELECT seq, side, op, payload, rows, attempts, schema_id FROM outbox "
+                "WHERE side = ? ORDER BY seq LIMIT ?",
                 (side, limit),
             ).fetchall()
         return [PendingWrite(*r) for r in rows]
@@ -119,11 +173,11 @@ class RouterState:
         with self._lock:
             self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
-    def failed(self, seq: int, error: str) -> None:
+    def failed(self, seqs: list[int], error: str) -> None:
         with self._lock:
-            self._db.execute(
+            self._db.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
-                (error[:500], seq),
+                [(error[:500], s) for s in seqs],
             )
 
     def depth(self, side: str) -> tuple[int, int]:

@@ -17,7 +17,7 @@ class TriggerConfig:
     """Bounds the new side must stay within while it serves or shadows traffic."""
 
     max_error_rate: float | None = 0.05
-    max_latency_ratio: float | None = 3.0  # p95 new / p95 old
+    max_latency_ratio: float | None = 3.0  # query p95 new / query p95 old
     min_parity: float | None = 0.9  # mean overlap@k of shadow comparisons
     max_count_drift: float | None = 0.01  # |new - old - pending| / old
     window_s: float = 30.0
@@ -54,10 +54,16 @@ class Window:
 
 
 class Evidence:
-    """What the router has seen of each side lately."""
+    """What the router has seen of each side lately.
+
+    ``latency`` holds query latencies (served or shadowed: the same operation on both sides),
+    ``write_latency`` those of writes made on the caller's path. Writes drained from the
+    outbox count for errors only: they are joined into batches and nobody waits for them.
+    """
 
     def __init__(self, window_s: float) -> None:
         self.latency = {"old": Window(window_s), "new": Window(window_s)}
+        self.write_latency = {"old": Window(window_s), "new": Window(window_s)}
         self.errors = {"old": Window(window_s), "new": Window(window_s)}  # 1.0 error, 0.0 ok
         self.parity = Window(window_s)
         self.totals: dict[str, int] = {
@@ -65,9 +71,12 @@ class Evidence:
         }  # fmt: skip
         self._lock = threading.Lock()
 
-    def op(self, side: str, seconds: float, ok: bool) -> None:
-        if ok:
+    def op(self, side: str, seconds: float, ok: bool, *, kind: str = "read") -> None:
+        """One operation: ``kind`` is "read", "write" (caller's path) or "drain" (outbox)."""
+        if ok and kind == "read":
             self.latency[side].add(seconds)
+        elif ok and kind == "write":
+            self.write_latency[side].add(seconds)
         self.errors[side].add(0.0 if ok else 1.0)
         with self._lock:
             self.totals[f"{side}_ops"] += 1
@@ -80,7 +89,8 @@ class Evidence:
             self.totals["shadow_compared"] += 1
 
     def reset(self) -> None:
-        for w in [*self.latency.values(), *self.errors.values(), self.parity]:
+        windows = [*self.latency.values(), *self.write_latency.values(), *self.errors.values()]
+        for w in [*windows, self.parity]:
             w.clear()
 
 
