@@ -9,7 +9,8 @@ COPY into it, then ``INSERT ... ON CONFLICT (key) DO UPDATE`` only where somethi
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import psycopg
@@ -59,6 +60,9 @@ class WriteColumn:
         return t == self.pg_type or (self.pg_type == "text" and t == "varchar")
 
 
+MERGE_RUN = 32  # batches merged directly after a plain COPY met existing ids
+
+
 @dataclass(frozen=True)
 class WritePlan:
     """How the batches of one spec go into one table."""
@@ -67,6 +71,8 @@ class WritePlan:
     stage: sql.Identifier
     key: WriteColumn
     columns: list[WriteColumn]  # key first
+    # batches left to merge before a plain COPY is tried again (after one hit existing ids)
+    _merge_for: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)
 
     @classmethod
     def build(
@@ -98,7 +104,8 @@ class WritePlan:
     def direct(self) -> bool:
         return all(c.direct for c in self.columns)
 
-    # -- statements ---------------------------------------------------------------------
+    # -- statements (composed once per plan) ----------------------------------------------
+    @cached_property
     def stage_ddl(self) -> sql.Composed:
         defs = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(c.stage_name), c.stage_type)
@@ -108,6 +115,7 @@ class WritePlan:
             self.stage, defs
         )
 
+    @cached_property
     def merge_sql(self) -> sql.Composed:
         targets = sql.SQL(", ").join(sql.Identifier(c.target.name) for c in self.columns)
         values = sql.SQL(", ").join(insert_expr(c.stage_name, c.target) for c in self.columns)
@@ -157,7 +165,7 @@ class WritePlan:
     def write(self, conn: psycopg.Connection[Any], batch: pa.RecordBatch) -> None:
         """Insert or replace the batch's rows by key (``conn`` is in autocommit mode)."""
         order, head_count = self.order(batch)
-        if self.direct:
+        if self.direct and self._merge_for[0] == 0:
             try:
                 _copy(
                     conn,
@@ -167,16 +175,19 @@ class WritePlan:
                 )
                 return
             except pgerr.UniqueViolation:
-                pass  # some ids exist already: merge instead
+                # some ids exist already: merge this batch, and the next few without first
+                # paying a failed COPY each (updates tend to come in runs)
+                self._merge_for[0] = MERGE_RUN
+        self._merge_for[0] = max(0, self._merge_for[0] - 1)
         with conn.transaction():
-            conn.execute(self.stage_ddl())
+            conn.execute(self.stage_ddl)
             _copy(
                 conn,
                 self.stage,
                 [sql.Identifier(c.stage_name) for c in order],
                 self.encode(batch, order, head_count),
             )
-            conn.execute(self.merge_sql())
+            conn.execute(self.merge_sql)
 
 
 def _copy(
