@@ -548,6 +548,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=5_000)
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument(
+        "--copy-only", action="store_true", help="only the copy pairs (no exports, validation)"
+    )
+    parser.add_argument("--out", default="suite", help="result name: results/OUT.json and OUT.md")
     args = parser.parse_args()
     load_start = [round(x, 2) for x in os.getloadavg()]
     spec = spec_for(args.dim)
@@ -568,7 +572,7 @@ def main() -> int:
                 except Exception as exc:
                     errors[pair] = f"{type(exc).__name__}: {exc}"
                     traceback.print_exc()
-            if pairs:
+            if pairs and not args.copy_only:
                 first = pairs[0]
                 print("[suite] export/import ...", file=sys.stderr, flush=True)
                 report["export_source"] = first["source"]
@@ -620,9 +624,9 @@ def main() -> int:
             },
         }
     )
-    path = write_result("suite", report)
+    path = write_result(args.out, report)
     full = json.loads(path.read_text())
-    md = RESULTS / "suite.md"
+    md = RESULTS / f"{args.out}.md"
     md.write_text(markdown(full))
     print(md.read_text())
     print(f"written to {path} and {md}")
