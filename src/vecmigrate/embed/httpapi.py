@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -216,6 +218,10 @@ class OpenAIProvider(EmbeddingProvider):
             raw = usage.get("prompt_tokens", usage.get("total_tokens"))
             tokens = int(raw) if isinstance(raw, int | float) else None
         return Embedded(vectors, tokens)
+
+    def opener(self) -> Callable[[], EmbeddingProvider]:
+        """Same endpoint and key variable (the key itself is read where it is opened)."""
+        return functools.partial(OpenAIProvider, self.ref, url=self.base_url, key_env=self.key_env)
 
     def close(self) -> None:
         self._client.close()

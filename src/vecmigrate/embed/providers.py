@@ -14,6 +14,7 @@ target; the others (``batch``, ``concurrency``, ``device``, ``rpm``...) are not.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import threading
@@ -148,10 +149,15 @@ class EmbeddingProvider(ABC):
         self._dim: int | None = None
         self._dim_lock = threading.Lock()
         self.prefix = ref.option("prefix", "") or ""
+        self.loads = 0  # times this provider loaded its model (local models)
 
     @property
     def model_id(self) -> str:
         return self.ref.canonical
+
+    def opener(self) -> Callable[[], EmbeddingProvider]:
+        """A picklable callable opening this same provider in another process (a Ray actor)."""
+        return functools.partial(open_provider, self.ref)
 
     @abstractmethod
     def _embed(self, texts: list[str]) -> Embedded:
@@ -244,6 +250,7 @@ class SentenceTransformerProvider(EmbeddingProvider):
         with self._lock:
             if self._model is None:
                 self._model = self._load()
+                self.loads += 1
             return self._model
 
     def _load(self) -> Any:
@@ -335,11 +342,17 @@ class CallableProvider(EmbeddingProvider):
     def __init__(self, ref: ModelRef, fn: Callable[..., Any] | None = None) -> None:
         super().__init__(ref)
         ref.check_options({"batch", "concurrency", "prefix", "normalize"})
+        self._given = fn
         self.fn = fn or load_callable(ref.name)
         self.call_size = ref.int_option("batch", 256)
         self.concurrency = ref.int_option("concurrency", 1)
         self.normalize = ref.bool_option("normalize")
         self._lock = threading.Semaphore(self.concurrency)
+
+    def opener(self) -> Callable[[], EmbeddingProvider]:
+        if self._given is None:
+            return super().opener()
+        return functools.partial(CallableProvider, self.ref, self._given)
 
     def _embed(self, texts: list[str]) -> Embedded:
         with self._lock:

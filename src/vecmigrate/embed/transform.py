@@ -5,6 +5,10 @@ by length (less padding for local models), embedded in calls of ``provider.call_
 (each call committed to the cache with its cost before the next starts), and the batch leaves
 with the new vector column. Rows without text, and texts the model refuses, go to a dead-letter
 JSONL file with the reason and are not written to the target. Source rows are never modified.
+
+On Ray, :meth:`ReembedTransform.recipe` rebuilds the transform in each actor (the model loads
+there once); the actors share the cache and the dead-letter file with the driver, so they must
+see the same state directory (one machine, or a shared filesystem).
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vecmigrate.embed.cache import EmbeddingCache, text_key
-from vecmigrate.embed.cost import Budget, count_tokens
+from vecmigrate.embed.cost import Budget, ModelPrice, count_tokens
 from vecmigrate.embed.providers import (
     PROBE_TEXT,
     EmbeddingFailed,
@@ -50,6 +54,7 @@ class ReembedStats:
     tokens: int = 0
     cost_usd: float = 0.0
     model_seconds: float = 0.0
+    model_loads: int = 0  # of workers (Ray actors); the report adds this process's own
 
 
 class DeadLetters:
@@ -78,12 +83,17 @@ class DeadLetters:
             + "\n"
             for i, r in zip(ids, reasons, strict=True)
         )
-        with self._lock:
+        data = lines.encode("utf-8")
+        with self._lock:  # one O_APPEND write: lines of other processes never interleave
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(lines)
-                fh.flush()
-                os.fsync(fh.fileno())
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def compact(self) -> int:
         """Rewrite the file with one line per id; the number of distinct ids."""
@@ -106,8 +116,50 @@ class DeadLetters:
             return len(latest)
 
 
+@dataclass(frozen=True)
+class ReembedRecipe:
+    """What rebuilds a :class:`ReembedTransform` in another process (picklable)."""
+
+    open_provider: Callable[[], EmbeddingProvider]
+    dimension: int | None
+    cache: Path
+    job: str
+    dead_letter: Path
+    price: ModelPrice
+    cap: float | None
+    text_field: str
+    vector_field: str | None
+
+    def __call__(self) -> ReembedTransform:
+        provider = self.open_provider()
+        cache = EmbeddingCache(self.cache)
+        try:
+            if self.dimension:
+                provider.set_dimension(self.dimension)
+            budget = Budget(self.price, self.cap, spent=cache.spent(self.job).cost)
+        except BaseException:
+            cache.close()
+            provider.close()
+            raise
+        return ReembedTransform(
+            provider,
+            cache=cache,
+            job=self.job,
+            dead_letter=self.dead_letter,
+            budget=budget,
+            text_field=self.text_field,
+            vector_field=self.vector_field,
+            shared_spend=True,
+        )
+
+
 class ReembedTransform:
-    """A :class:`~vecmigrate.engine.transforms.BatchTransform` that re-embeds a text field."""
+    """A :class:`~vecmigrate.engine.transforms.BatchTransform` that re-embeds a text field.
+
+    ``spec`` must be called before ``apply`` (the engine does, on every run and worker).
+    With ``shared_spend`` (a worker among several processes), the spend cap is checked
+    against the job's spend recorded in the cache before each call.
+    """
 
     def __init__(
         self,
@@ -119,6 +171,7 @@ class ReembedTransform:
         budget: Budget,
         text_field: str = DOCUMENT,
         vector_field: str | None = None,
+        shared_spend: bool = False,
     ) -> None:
         self.provider = provider
         self.cache = cache
@@ -136,6 +189,7 @@ class ReembedTransform:
         self._name: str | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._count_tokens = bool(budget.price.usd_per_mtok)
+        self._shared_spend = shared_spend and budget.cap is not None
 
     # -- spec ---------------------------------------------------------------------------
     def dimension(self) -> int:
@@ -210,8 +264,10 @@ class ReembedTransform:
 
     def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         out_spec = self._out
-        if out_spec is None:  # a resumed copy does not plan again: shape from the batch
-            out_spec = self.spec(CollectionSpec.from_arrow_schema(batch.schema))
+        if out_spec is None:
+            # Shaping from the batch would lose what the source spec says (metrics, models of
+            # other fields, metadata types): the engine calls spec() first, on resume too.
+            raise RuntimeError("ReembedTransform.spec() must be called before apply()")
         dim = self.dimension()
         texts = self._texts(batch)
         n = batch.num_rows
@@ -303,6 +359,8 @@ class ReembedTransform:
     ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
         """One provider call with failing texts isolated; committed to the cache with its cost."""
         estimate = int(count_tokens(self.provider, texts).counts.sum()) if self._count_tokens else 0
+        if self._shared_spend:
+            self.budget.observe(self.cache.spent(self.job).cost)
         reserved = self.budget.reserve(estimate)
         started = time.perf_counter()
         try:
@@ -334,6 +392,36 @@ class ReembedTransform:
             s.model_seconds += seconds
         return outcome.vectors, outcome.ok, outcome.errors
 
+    # -- in other processes ---------------------------------------------------------------
+    def recipe(self) -> ReembedRecipe:
+        """Rebuilds this transform in a worker process, sharing the cache and dead letters."""
+        return ReembedRecipe(
+            open_provider=self.provider.opener(),
+            dimension=self._dim or self.cache.dimension(self.provider.model_id),
+            cache=self.cache.path.resolve(),
+            job=self.job,
+            dead_letter=self.dead_letters.path.resolve(),
+            price=self.budget.price,
+            cap=self.budget.cap,
+            text_field=self.text_field,
+            vector_field=self.vector_field,
+        )
+
+    def counters(self) -> dict[str, float]:
+        """This transform's counts so far, with its own model loads."""
+        with self._stats_lock:
+            out: dict[str, float] = asdict(self.stats)
+        out["model_loads"] += self.provider.loads
+        return out
+
+    def absorb(self, counters: Mapping[str, float]) -> None:
+        """Add counts a worker's copy of this transform reported (see :meth:`counters`)."""
+        with self._stats_lock:
+            for f in fields(self.stats):
+                if f.name in counters:
+                    value = getattr(self.stats, f.name) + counters[f.name]
+                    setattr(self.stats, f.name, type(getattr(self.stats, f.name))(value))
+
     # -- end ----------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
         """What this run did, what the job has spent over all runs, and the dead letters."""
@@ -342,6 +430,7 @@ class ReembedTransform:
         stats = asdict(self.stats)
         stats["cost_usd"] = round(stats["cost_usd"], 6)
         stats["model_seconds"] = round(stats["model_seconds"], 3)
+        stats["model_loads"] += self.provider.loads
         rate = self.stats.embedded / self.stats.model_seconds if self.stats.model_seconds else 0.0
         out: dict[str, Any] = {
             "model": self.provider.model_id,

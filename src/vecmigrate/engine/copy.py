@@ -72,6 +72,7 @@ class CopyOptions:
     retry_wait: float = 0.5
     prefetch: int = 2  # batches a reader may queue ahead of its writer
     inflight_bytes: int = 64 << 20  # batches read and not yet written, across all partitions
+    batch_bytes: int = 16 << 20  # fewer rows per batch than batch_size when its vectors pass this
     transform: BatchTransform | None = None
     executor: str = "local"  # or "ray"
     ray_address: str | None = None
@@ -80,8 +81,8 @@ class CopyOptions:
     apply_access: bool = False  # re-apply the source's access entries on the target
 
     def __post_init__(self) -> None:
-        if self.inflight_bytes < 0:
-            raise ConfigError(f"in-flight bytes must be 0 or more, got {self.inflight_bytes}")
+        if self.inflight_bytes < 0 or self.batch_bytes < 0:
+            raise ConfigError("in-flight and batch bytes must be 0 or more")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers < 1:
@@ -336,8 +337,8 @@ class CopyJob:
         already_complete = ledger.get("status") == "done"
         rows_before_run = ledger.totals()[0]
         access = check_access_request(self.options.apply_access, spec, target)  # before rows
+        shape_for_run(self.options.transform, spec, target_spec)  # before any apply()
         if not already_complete:
-            shape_for_run(self.options.transform, spec, target_spec)  # before any apply()
             if_exists = IfExists.REUSE if resumed else self.options.if_exists
             self._retry(lambda: target.create(target_spec, if_exists))
             target.set_source(self.source_uri.redacted())
@@ -475,7 +476,9 @@ class CopyJob:
         max_batch = run.target.capabilities.max_batch
         if self.options.on_error == "skip" and run.source.capabilities.rejects_bad_rows:
             run.source.reject_bad_rows()  # unreadable source rows come in sb.rejected
-        reader = self._prefetch(run.source, state.partition, state.cursor)
+        reader = self._prefetch(
+            run.source, state.partition, state.cursor, self.batch_rows(run.spec)
+        )
         for batches, sb in enumerate(reader, start=1):
             read_rows = sb.consumed
             if sb.rejected:
@@ -500,6 +503,17 @@ class CopyJob:
             if max_batches is not None and batches >= max_batches:
                 return False
         return True
+
+    def batch_rows(self, spec: CollectionSpec) -> int:
+        """Rows per read batch: batch_size, or fewer so its dense vectors fit in batch_bytes.
+
+        Memory follows bytes, not rows: 10,000 rows of 768-d vectors are 30 MB, and a batch is
+        held by its reader, its writer and the target's own write buffers at once.
+        """
+        row_bytes = sum(4 * v.dim for v in spec.vectors if not v.sparse)
+        if not row_bytes or not self.options.batch_bytes:
+            return self.options.batch_size
+        return max(1, min(self.options.batch_size, self.options.batch_bytes // row_bytes))
 
     def _transformed(self, batch: pa.RecordBatch, run: _Run) -> pa.RecordBatch:
         transform = self.options.transform
@@ -601,7 +615,7 @@ class CopyJob:
 
     # -- reading ------------------------------------------------------------------------
     def _prefetch(
-        self, source: Connector, partition: Partition, cursor: str | None
+        self, source: Connector, partition: Partition, cursor: str | None, rows: int
     ) -> Iterator[ScanBatch]:
         """Scan in a reader thread through a bounded queue; re-open on transient errors.
 
@@ -628,7 +642,7 @@ class CopyJob:
             guess = 0  # bytes of the next batch: the last one's size
             while True:
                 try:
-                    batches = source.scan(partition, position, self.options.batch_size)
+                    batches = source.scan(partition, position, rows)
                     while True:
                         if not self._inflight.reserve(held, guess, halt):
                             return

@@ -1,74 +1,140 @@
-"""Run a copy's partitions as Ray tasks; the driver's ledger stays the source of truth.
+"""Run a copy's partitions on Ray actors; the driver's ledger stays the source of truth.
 
-Each task copies a slice of one partition (a few batches from its committed cursor) and
-returns the new cursor, rows and content hash; the driver commits that to the ledger and
-submits the next slice. A lost worker or a crashed driver therefore loses at most the slices
-in flight, which are re-sent from the committed cursor and absorbed by idempotent writes, and
-a run can move between the local and the Ray executor at any point.
+Each actor copies a slice of one partition at a time (a few batches from its committed cursor)
+and returns the new cursor, rows and content hash; the driver commits that to the ledger and
+hands the actor its next slice. A lost worker or a crashed driver therefore loses at most the
+slices in flight, which are re-sent from the committed cursor and absorbed by idempotent writes,
+and a run can move between the local and the Ray executor at any point.
+
+A transform (re-embedding) is rebuilt once in each actor from its recipe and kept for every
+slice the actor copies, so a model loads once per actor, not once per slice. Connections to
+the source and target are opened per slice, so a slice's writes are closed (flushed) before
+the driver commits it.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
 from typing import Any
 
 from vecmigrate.engine.ledger import Ledger, PartitionState
-from vecmigrate.errors import MissingDependency, VecmigrateError
+from vecmigrate.engine.transforms import PortableTransform, shape_for_run
+from vecmigrate.errors import ConfigError, MissingDependency, VecmigrateError
 
+log = logging.getLogger("vecmigrate.ray")
 SLICE_BATCHES = 8
 
 
-def _copy_slice(
-    source: str, target: str, options: dict[str, Any], run: dict[str, Any], state: dict[str, Any]
-) -> dict[str, Any]:
-    """In a Ray worker: copy up to SLICE_BATCHES batches of one partition."""
-    from vecmigrate.connectors.base import Partition
-    from vecmigrate.connectors.registry import connect
-    from vecmigrate.engine.copy import CopyJob, CopyOptions, _Run
-    from vecmigrate.spec import CollectionSpec
+class SliceWorker:
+    """A Ray actor copying slices of partitions, holding the run's transform between them."""
 
-    job = CopyJob(source, target, CopyOptions(**options))
-    src, dst = connect(job.source_uri), connect(job.target_uri)
-    progress: dict[str, Any] = {
-        "cursor": state["cursor"], "rows": 0, "skipped": 0, "read": 0, "hash": state["hash"],
-    }  # fmt: skip
+    def __init__(
+        self,
+        source: str,
+        target: str,
+        options: dict[str, Any],
+        run: dict[str, Any],
+        recipe: Callable[[], PortableTransform] | None,
+    ) -> None:
+        from vecmigrate.spec import CollectionSpec
 
-    def commit(cursor: str, rows: int, content_hash: int, skipped: int) -> None:
-        progress["cursor"] = cursor
-        progress["rows"] += rows
-        progress["skipped"] += skipped
-        progress["read"] += rows + skipped
-        progress["hash"] = content_hash
+        self.source, self.target, self.options = source, target, options
+        self.run_id: str = run["run_id"]
+        self.spec = CollectionSpec.from_json(run["spec"])
+        self.target_spec = CollectionSpec.from_json(run["target_spec"])
+        self.slices = 0
+        self._reported: dict[str, float] = {}
+        self._failed: Exception | None = None  # raised by the first slice, with its type kept
+        self.transform: PortableTransform | None = None
+        try:
+            self.transform = recipe() if recipe is not None else None
+            if self.transform is not None:
+                shape_for_run(self.transform, self.spec, self.target_spec)  # loads a model here
+        except Exception as exc:
+            self._failed = exc
+            self.close()
 
-    try:
-        stream = _Run(
-            src,
-            dst,
-            run["run_id"],
-            CollectionSpec.from_json(run["spec"]),
-            CollectionSpec.from_json(run["target_spec"]),
+    def copy_slice(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Copy up to SLICE_BATCHES batches of one partition from ``state['cursor']``."""
+        from vecmigrate.connectors.base import Partition
+        from vecmigrate.connectors.registry import connect
+        from vecmigrate.engine.copy import CopyJob, CopyOptions, _Run
+
+        if self._failed is not None:
+            raise self._failed
+        job = CopyJob(
+            self.source, self.target, CopyOptions(**self.options, transform=self.transform)
         )
-        ps = PartitionState(
-            index=state["index"],
-            partition=Partition.from_json(state["partition"]),
-            cursor=state["cursor"],
-            rows=state["rows"],
-            skipped=0,
-            content_hash=state["hash"],
-            done=False,
-        )
-        progress["done"] = job.stream_partition(stream, ps, commit, max_batches=SLICE_BATCHES)
-    finally:
-        src.close()
-        dst.close()
-    return progress
+        progress: dict[str, Any] = {
+            "cursor": state["cursor"], "rows": 0, "skipped": 0, "read": 0, "hash": state["hash"],
+        }  # fmt: skip
+
+        def commit(cursor: str, rows: int, content_hash: int, skipped: int) -> None:
+            progress["cursor"] = cursor
+            progress["rows"] += rows
+            progress["skipped"] += skipped
+            progress["read"] += rows + skipped
+            progress["hash"] = content_hash
+
+        src, dst = connect(job.source_uri), connect(job.target_uri)
+        try:
+            stream = _Run(src, dst, self.run_id, self.spec, self.target_spec)
+            ps = PartitionState(
+                index=state["index"],
+                partition=Partition.from_json(state["partition"]),
+                cursor=state["cursor"],
+                rows=state["rows"],
+                skipped=0,
+                content_hash=state["hash"],
+                done=False,
+            )
+            progress["done"] = job.stream_partition(stream, ps, commit, max_batches=SLICE_BATCHES)
+        finally:
+            src.close()
+            dst.close()
+        self.slices += 1
+        progress["counters"] = self._counters_since_last()
+        return progress
+
+    def _counters_since_last(self) -> dict[str, float]:
+        """The transform's counts since the last report (the first includes its model load)."""
+        if self.transform is None:
+            return {}
+        now = self.transform.counters()
+        delta = {k: v - self._reported.get(k, 0) for k, v in now.items()}
+        self._reported = now
+        return delta
+
+    def close(self) -> dict[str, Any]:
+        """Release the transform; what this actor did."""
+        counters = self._counters_since_last()
+        if self.transform is not None:
+            self.transform.close()
+            self.transform = None
+        return {"pid": os.getpid(), "slices": self.slices, "counters": counters}
 
 
-def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState]) -> None:
-    """Drive ``pending`` partitions through Ray tasks, committing each slice in the ledger."""
+def _ray() -> Any:
     try:
         import ray
     except ImportError as exc:
         raise MissingDependency("ray", "ray") from exc
+    return ray
+
+
+def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState]) -> None:
+    """Drive ``pending`` partitions through Ray actors, committing each slice in the ledger."""
+    ray = _ray()
+    transform = job.options.transform
+    if transform is not None and not isinstance(transform, PortableTransform):
+        raise ConfigError(
+            f"--executor ray cannot run {type(transform).__name__} in its workers: "
+            "use --executor local"
+        )
+    if not pending:
+        return
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
         if job.options.ray_address:
@@ -77,7 +143,6 @@ def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState
             kwargs["num_cpus"] = job.options.workers
             kwargs["include_dashboard"] = False
         ray.init(**kwargs)
-    task = ray.remote(max_retries=0)(_copy_slice)
     options = {
         "batch_size": job.options.batch_size,
         "workers": 1,
@@ -92,33 +157,55 @@ def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState
         "spec": run.spec.to_json(),
         "target_spec": run.target_spec.to_json(),
     }
+    recipe = transform.recipe() if transform is not None else None
     source, target = job.source_uri.redacted(), job.target_uri.redacted()
-    queue = list(pending)
-    live: dict[Any, dict[str, Any]] = {}
+    worker = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(SliceWorker)
+    actors = [
+        worker.remote(source, target, options, shared, recipe)
+        for _ in range(min(job.options.workers, len(pending)))
+    ]
+    clean = False
+    try:
+        _drive(ray, job, ledger, actors, pending, transform)
+        clean = True
+    finally:
+        _release(ray, actors, transform, clean=clean)
 
-    def submit(state: dict[str, Any]) -> None:
-        live[task.remote(source, target, options, shared, state)] = state
 
-    def start_next() -> None:
+def _drive(
+    ray: Any,
+    job: Any,
+    ledger: Ledger,
+    actors: list[Any],
+    pending: list[PartitionState],
+    transform: PortableTransform | None,
+) -> None:
+    """Hand slices to idle actors until every partition is done (or the job stops)."""
+    queue = [
+        {
+            "index": s.index, "partition": s.partition.to_json(), "cursor": s.cursor,
+            "rows": s.rows + s.skipped, "hash": s.content_hash,
+        }
+        for s in pending
+    ]  # fmt: skip
+    live: dict[Any, tuple[dict[str, Any], Any]] = {}
+
+    def submit(state: dict[str, Any], actor: Any) -> None:
+        live[actor.copy_slice.remote(state)] = (state, actor)
+
+    for actor in actors:
         if queue:
-            s = queue.pop(0)
-            submit({
-                "index": s.index, "partition": s.partition.to_json(), "cursor": s.cursor,
-                "rows": s.rows + s.skipped, "hash": s.content_hash,
-            })  # fmt: skip
-
-    for _ in range(min(job.options.workers, len(queue))):
-        start_next()
+            submit(queue.pop(0), actor)
     while live:
         ready, _ = ray.wait(list(live), num_returns=1)
-        state = live.pop(ready[0])
+        state, actor = live.pop(ready[0])
         try:
             got = ray.get(ready[0])
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if isinstance(exc.cause, VecmigrateError) else exc
-            for ref in live:
-                ray.cancel(ref)
-            raise cause from exc
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None)
+            raise (cause if isinstance(cause, VecmigrateError) else exc) from exc
+        if transform is not None and got["counters"]:
+            transform.absorb(got["counters"])
         if got["read"]:
             ledger.commit(
                 state["index"], cursor=got["cursor"], rows=got["rows"], skipped=got["skipped"],
@@ -127,8 +214,8 @@ def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState
             job.progress.advance(got["read"])
         if got["done"]:
             ledger.mark_done(state["index"])
-            if not job.stopping:
-                start_next()
+            if queue and not job.stopping:
+                submit(queue.pop(0), actor)
         elif not job.stopping:
             submit(
                 {
@@ -136,5 +223,31 @@ def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState
                     "cursor": got["cursor"],
                     "rows": state["rows"] + got["rows"],
                     "hash": got["hash"],
-                }
+                },
+                actor,
             )
+
+
+def _release(
+    ray: Any, actors: list[Any], transform: PortableTransform | None, *, clean: bool
+) -> None:
+    """Close the actors' transforms (their last counts go to ``transform``), then end them.
+
+    After a failure the actors are ended at once, slices in flight and all: those slices are
+    not committed, and a resume re-sends them (a re-embedding finds its texts in the cache).
+    """
+    try:
+        if clean:
+            infos = ray.get([a.close.remote() for a in actors], timeout=120)
+            for info in infos:
+                if transform is not None and info["counters"]:
+                    transform.absorb(info["counters"])
+            log.info(
+                "ray: %d actors copied %d slices (%s)",
+                len(infos),
+                sum(i["slices"] for i in infos),
+                ", ".join(f"pid {i['pid']}: {i['slices']}" for i in infos),
+            )
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
