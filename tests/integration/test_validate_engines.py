@@ -8,13 +8,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from tests.datagen import make_batch, make_spec
 from vecmigrate.connectors import IfExists, connect
 from vecmigrate.engine.copy import CopyOptions, copy
+from vecmigrate.records import fixed_size_vectors, vectors_numpy
 from vecmigrate.spec import ID, IndexConfig, Metric
+from vecmigrate.validate import completeness
 from vecmigrate.validate.html import write_report
 from vecmigrate.validate.run import Thresholds, ValidateOptions, validate
 
@@ -110,3 +113,36 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     )  # fmt: skip
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+@pytest.mark.parametrize("reread", ["fetch", "scan"])
+def test_vector_damage_on_a_real_target_is_named_by_fetch_or_by_scan(
+    tmp_path: Path, reread: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if reread == "scan":
+        monkeypatch.setattr(completeness, "FETCH_BYTES", 0)  # suspects found by a second scan
+    monkeypatch.setattr(completeness, "BUCKET_BYTES", 50_000)  # several buckets on disk
+    source = _lance_source(tmp_path, n=5_000)
+    with connect(source) as conn:
+        table = pa.Table.from_batches(
+            [sb.batch for p in conn.partitions(1) for sb in conn.scan(p, None, 10_000)]
+        )
+    vecs = vectors_numpy(table.column("vector")).copy()
+    vecs[[17, 2_222], 3] += np.float32(1e-3)
+    vecs[4_000, 0] = np.nextafter(vecs[4_000, 0], np.float32(np.inf))  # 1 ulp: Lance is exact
+    table = table.set_column(
+        table.schema.get_field_index("vector"), "vector", fixed_size_vectors(vecs)
+    )
+    damaged = f"lancedb://{tmp_path / 'damaged'}?table=items"
+    with connect(damaged) as conn:
+        spec = make_spec(dim=32, metric=Metric.L2)
+        conn.create(spec, IfExists.REPLACE)
+        conn.upsert(table.combine_chunks().to_batches()[0])
+        conn.finalize(spec)
+    result = validate(source, damaged, ValidateOptions(queries=5))
+    comp = result.checks["completeness"]
+    ids = table.column(ID).to_pylist()
+    assert sorted(comp["vectors_differ"]["vector"]["ids"]) == sorted(
+        ids[i] for i in (17, 2_222, 4_000)
+    )
+    assert not comp["missing_in_target"]["count"] and result.checks["metadata"]["passed"]

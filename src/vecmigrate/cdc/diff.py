@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from vecmigrate.hashing import row_hashes
 from vecmigrate.spec import ID
-from vecmigrate.validate.completeness import BUCKET_BYTES, _Spill
+from vecmigrate.validate.completeness import BUCKET_BYTES, Spill
 
 HASH = "h"
 FINGERPRINT_BYTES = 48  # a fingerprint row on disk and in memory: id text, hash, overhead
@@ -55,7 +55,7 @@ def diff_by_id(
     buckets = max(1, math.ceil(rows * FINGERPRINT_BYTES / BUCKET_BYTES))
     with tempfile.TemporaryDirectory(prefix="vecmigrate-diff-", dir=work_dir) as tmp:
         root = Path(tmp)
-        sides = (_Spill(root, "l", buckets), _Spill(root, "r", buckets))
+        sides = (Spill(root, "l", buckets), Spill(root, "r", buckets))
         for spill, stream in zip(sides, (left, right), strict=True):
             for table in stream:
                 if table.num_rows:

@@ -40,6 +40,12 @@ class TolerancePolicy:
             return cls(max_ulp=ulps, reason=f"engine may change float32 values by {ulps} ulp")
         return cls()
 
+    @property
+    def hash_first(self) -> bool:
+        """Vectors with identical float32 bits are equal under this policy, and engines it
+        applies to keep most bits: compare hashes, and values only where they differ."""
+        return not self.normalize and self.atol == 0.0
+
     def prepare(self, m: np.ndarray) -> np.ndarray:
         if not self.normalize:
             return m
