@@ -417,6 +417,17 @@ def _jsonl_nan_in_vector(ctx: Context) -> Run:
     return import_run(ctx, folder, shard.name, "row 2", "field 'vector'", "NaN")
 
 
+@case("jsonl_invalid_utf8_id")
+def _jsonl_invalid_utf8_id(ctx: Context) -> Run:
+    folder, shard = shard_dataset(ctx, "jsonl")
+    data = bytearray(shard.read_bytes())
+    lines = data.split(b"\n")
+    at = lines[1].index(b'"id":"') + len(b'"id":"')
+    lines[1][at] = 0xE4  # a lead byte with no continuation: not UTF-8 (found by the fuzzer)
+    replace_shard(folder, shard, b"\n".join(lines))
+    return import_run(ctx, folder, shard.name, "row 1", "field 'id'", "not valid UTF-8")
+
+
 @case("jsonl_empty_vector")
 def _jsonl_empty_vector(ctx: Context) -> Run:
     folder, shard = shard_dataset(ctx, "jsonl")

@@ -45,6 +45,7 @@ ROW_LEVEL = {
     "jsonl_metadata_of_wrong_type": (5, 1),
     "jsonl_mixed_dimensions": (5, 1),
     "jsonl_nan_in_vector": (5, 1),
+    "jsonl_invalid_utf8_id": (5, 1),
     "jsonl_empty_vector": (5, 1),
     "jsonl_non_numeric_vector": (5, 1),
     "jsonl_not_utf8": (5, 1),

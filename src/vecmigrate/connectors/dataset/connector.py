@@ -47,7 +47,12 @@ from vecmigrate.connectors.dataset.manifest import (
     resolve_inside,
     write_manifest,
 )
-from vecmigrate.connectors.dataset.rejecting import ShardChunk, decode_rejecting, drop_seen_ids
+from vecmigrate.connectors.dataset.rejecting import (
+    ShardChunk,
+    check_text,
+    decode_rejecting,
+    drop_seen_ids,
+)
 from vecmigrate.connectors.dataset.scanning import (
     fetch_by_scan,
     file_partitions,
@@ -214,6 +219,7 @@ class DatasetConnector(Connector):
                 path, spec, label=label, start=start, batch_size=batch_size
             ):
                 try:
+                    check_text(batch)
                     check_batch(batch, spec)
                 except DataError as err:
                     line = codec.line_of(path, row + err.row) if err.row is not None else None

@@ -90,6 +90,7 @@ def decode_rejecting(
         for first, batch in codec.decode(
             path, spec, label=label, start=start, batch_size=batch_size
         ):
+            check_text(batch)
             check_batch(batch, spec)
             yield ShardChunk(first, batch.num_rows, batch, np.arange(batch.num_rows))
             row = first + batch.num_rows
@@ -142,6 +143,7 @@ class _Chunk:
             first_row=self.first_row,
         )
         try:
+            check_text(batch)
             check_batch(batch, self.spec)
         except DataError as err:
             line = None
@@ -187,3 +189,18 @@ def _placed(err: DataError, label: str, row: int) -> DataError:
     return DataError(
         err.reason, file=err.file or label, row=row, record_id=err.record_id, field=err.field
     )
+
+
+def check_text(batch: pa.RecordBatch) -> None:
+    """Refuse text that is not UTF-8 (Arrow's JSON reader passes it through), naming the row."""
+    try:
+        batch.validate(full=True)
+    except pa.ArrowInvalid:
+        for name, col in zip(batch.schema.names, batch.columns, strict=True):
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                for i in range(len(col)):
+                    try:
+                        col[i].as_py()
+                    except UnicodeDecodeError:
+                        raise DataError("not valid UTF-8 text", row=i, field=name) from None
+        raise
