@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from vecmigrate.records import vectors_numpy
 
 _NULL = np.uint64(0x9E3779B97F4A7C15)
+HASH_CHUNK = 1 << 18  # bytes of text hashed at a time
 _M = np.uint64(0xBF58476D1CE4E5B9)
 
 
@@ -34,7 +35,11 @@ def _mix(h: np.ndarray, salt: int) -> np.ndarray:
 
 
 def _binary_hash(col: pa.Array) -> np.ndarray:
-    """Hash each value of a string/binary column by a position-weighted byte sum."""
+    """Hash each value of a string/binary column by a position-weighted byte sum.
+
+    The bytes are taken HASH_CHUNK at a time (a value may span chunks): the work arrays take
+    ~32 bytes per byte of text, which for long documents would dwarf the batch itself.
+    """
     n = len(col)
     if pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type):
         col = col.cast(pa.large_binary())
@@ -45,21 +50,24 @@ def _binary_hash(col: pa.Array) -> np.ndarray:
     offsets = raw[col.offset : col.offset + n + 1].astype(np.int64)
     data_buf = col.buffers()[2]
     start, end = int(offsets[0]), int(offsets[-1])
-    data = (
-        np.frombuffer(data_buf, dtype=np.uint8)[start:end].astype(np.uint64)
-        if data_buf is not None and end > start
-        else np.zeros(0, dtype=np.uint64)
-    )
     lengths = np.diff(offsets)
     out = lengths.astype(np.uint64) * np.uint64(0x100000001B3)
-    if len(data):
-        row_start = np.repeat(offsets[:-1] - start, lengths)
-        pos = np.arange(len(data), dtype=np.int64) - row_start
-        with np.errstate(over="ignore"):
-            prod = data * _weights(int(lengths.max()))[pos]
-            nonempty = lengths > 0
-            sums = np.add.reduceat(prod, (offsets[:-1] - start)[nonempty])
-            out[nonempty] += sums
+    if data_buf is not None and end > start:
+        data = np.frombuffer(data_buf, dtype=np.uint8)
+        weights = _weights(int(lengths.max()))
+        for lo in range(start, end, HASH_CHUNK):
+            hi = min(lo + HASH_CHUNK, end)
+            first = int(np.searchsorted(offsets, lo, side="right")) - 1
+            last = int(np.searchsorted(offsets, hi, side="left"))
+            rows = np.arange(first, last)
+            seg_start = np.maximum(offsets[first:last], lo)
+            seg_len = np.minimum(offsets[first + 1 : last + 1], hi) - seg_start
+            keep = seg_len > 0
+            rows, seg_start, seg_len = rows[keep], seg_start[keep], seg_len[keep]
+            pos = np.arange(lo, hi, dtype=np.int64) - np.repeat(offsets[rows], seg_len)
+            with np.errstate(over="ignore"):
+                prod = data[lo:hi].astype(np.uint64) * weights[pos]
+                out[rows] += np.add.reduceat(prod, seg_start - lo)
     if col.null_count:
         out[col.is_null().to_numpy(zero_copy_only=False)] = _NULL
     return out

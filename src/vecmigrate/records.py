@@ -152,7 +152,9 @@ def check_batch(batch: pa.RecordBatch, spec: CollectionSpec) -> None:
             i = int(np.nonzero(col.is_null().to_numpy(zero_copy_only=False))[0][0])
             raise DataError("vector is null", row=i, record_id=_id_at(ids, i), field=vf.name)
         m = vectors_numpy(col)
-        if m.size and not np.isfinite(m.sum(axis=1, dtype=np.float64)).all():
+        with np.errstate(over="ignore", invalid="ignore"):
+            sums = m.sum(axis=1)  # NaN/inf make a row's sum non-finite (overflow is rechecked)
+        if m.size and not np.isfinite(sums).all():
             finite = np.isfinite(m).all(axis=1)
             bad = np.nonzero(~finite)[0]
             if len(bad):
@@ -209,10 +211,14 @@ def row_problems(batch: pa.RecordBatch, spec: CollectionSpec) -> list[tuple[int,
             )
         ok_rows = np.nonzero((lengths == vf.dim) & ~null)[0]
         if len(ok_rows) and pa.types.is_floating(col.type.value_type):
-            vals = col.take(pa.array(ok_rows)).flatten().to_numpy(zero_copy_only=False)
-            with np.errstate(over="ignore", invalid="ignore"):
-                as32 = vals.astype(np.float32)  # values beyond float32 range become inf
-            finite = np.isfinite(as32.reshape(len(ok_rows), vf.dim)).all(axis=1)
+            good = col if len(ok_rows) == len(col) else col.take(pa.array(ok_rows))
+            vals = good.flatten().to_numpy(zero_copy_only=False)  # a view for float32
+            if vals.dtype != np.float32:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    vals = vals.astype(np.float32)  # values beyond float32 range become inf
+            # a row sum (in float64, which cannot overflow here) is finite iff every value is
+            sums = vals.reshape(len(ok_rows), vf.dim).sum(axis=1, dtype=np.float64)
+            finite = np.isfinite(sums)
             for i in ok_rows[~finite]:
                 problems.setdefault(int(i), (vf.name, "vector contains NaN or inf"))
     return sorted((row, f, reason) for row, (f, reason) in problems.items())

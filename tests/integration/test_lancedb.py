@@ -13,6 +13,7 @@ import pytest
 
 from tests.datagen import make_batch, make_spec
 from vecmigrate.connectors import Connector, IfExists, WriteToken, connect
+from vecmigrate.connectors.lancedb import connector as lancedb_connector
 from vecmigrate.errors import ConfigError, DataError, NotFoundError, SchemaMismatch
 from vecmigrate.records import fixed_size_vectors, vectors_numpy
 from vecmigrate.spec import (
@@ -432,3 +433,62 @@ def test_finalize_builds_the_index_the_spec_asks_for(tmp_path: Path) -> None:
                 conn.upsert(b)
             conn.finalize(spec)
             assert conn.describe().indexes == []
+
+
+def test_a_batch_read_in_many_small_queries_is_whole_and_resumes_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lancedb_connector, "READ_BYTES", 1)  # the fewest rows per query
+    spec = make_spec(dim=8)
+    batches = [make_batch(spec, s, 250) for s in range(0, 1000, 250)]  # four fragments
+    conn = _filled(_uri(tmp_path), spec, batches)
+    want = pa.Table.from_batches(batches)
+    (part,) = conn.partitions(1)
+    got = list(conn.scan(part, None, 300))
+    assert [sb.batch.num_rows for sb in got] == [300, 300, 300, 100]
+    assert [sb.cursor for sb in got] == ["300", "600", "900", "1000"]
+    rows = pa.Table.from_batches([sb.batch for sb in got])
+    assert rows.column("id").to_pylist() == want.column("id").to_pylist()
+    assert np.array_equal(vectors_numpy(rows.column("vector")), vectors_numpy(want["vector"]))
+    assert rows.drop_columns(["vector"]).equals(want.drop_columns(["vector"]))
+    for cursor in ("0", "63", "64", "299", "301", "999"):
+        rest = [i for sb in conn.scan(part, cursor, 300) for i in sb.batch.column("id").to_pylist()]
+        assert rest == want.column("id").to_pylist()[int(cursor) :]
+    assert list(conn.scan(part, "1000", 300)) == []
+
+
+def test_null_vectors_keep_their_rows_across_small_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lancedb_connector, "READ_BYTES", 1)
+    n = 200
+    values = np.random.default_rng(5).standard_normal((n, 4), dtype=np.float32)
+    null = np.zeros(n, dtype=bool)
+    null[[0, 130, 199]] = True
+    vectors = pa.FixedSizeListArray.from_arrays(
+        pa.array(values.reshape(-1)), 4, mask=pa.array(null)
+    )
+    db = lancedb.connect(str(tmp_path / "db"))
+    db.create_table("theirs", data=pa.table({"id": pa.array(range(n), pa.int64()), "v": vectors}))
+    with connect(_uri(tmp_path, table="theirs")) as conn:
+        (part,) = conn.partitions(1)
+        got = pa.concat_arrays([sb.batch.column("v") for sb in conn.scan(part, None, 150)])
+    assert got.is_null().to_pylist() == null.tolist()
+    assert np.array_equal(vectors_numpy(got.filter(got.is_valid())), values[~null])
+
+
+def test_float64_vectors_of_a_table_made_elsewhere_arrive_as_float32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lancedb_connector, "READ_BYTES", 1)
+    n = 300
+    values = np.random.default_rng(6).standard_normal((n, 8))
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), 8)
+    db = lancedb.connect(str(tmp_path / "db"))
+    db.create_table("theirs", data=pa.table({"id": pa.array(range(n), pa.int64()), "v": vectors}))
+    with connect(_uri(tmp_path, table="theirs")) as conn:
+        (part,) = conn.partitions(1)
+        batches = [sb.batch for sb in conn.scan(part, None, 128)]
+    assert batches[0].schema.field("v").type == pa.list_(pa.float32(), 8)
+    got = np.concatenate([vectors_numpy(b.column("v")) for b in batches])
+    assert np.array_equal(got, values.astype(np.float32))
