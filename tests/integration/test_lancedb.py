@@ -355,6 +355,44 @@ def test_fresh_run_drops_duplicate_ids_sent_in_different_batches(tmp_path: Path)
     )
 
 
+def test_workers_that_join_a_fresh_run_append_and_finalize_removes_resent_rows(
+    tmp_path: Path,
+) -> None:
+    """Ray workers write through their own connectors: they append in a fresh run, a slice
+    re-sent by another worker (its first actor was lost) adds its rows a second time, and the
+    driver's finalize keeps one row per id, the last written."""
+    spec = make_spec(dim=8)
+    driver = connect(_uri(tmp_path))
+    driver.create(spec, IfExists.REPLACE)
+    driver.begin("run-1", resume=False)
+    handoff = json.loads(json.dumps(driver.handoff()))  # travels to the workers as JSON
+    assert handoff == {"fresh": True}
+    first, second = connect(_uri(tmp_path)), connect(_uri(tmp_path))
+    calls: list[str] = []
+    for worker in (first, second):
+        worker.join("run-1", handoff)
+        table = worker._latest()  # type: ignore[attr-defined]
+        add = table.add
+        table.add = lambda *a, _add=add, **k: (calls.append("add"), _add(*a, **k))[1]
+    first.upsert(make_batch(spec, 0, 100), WriteToken("run-1", 0, 0))
+    resent = make_batch(spec, 0, 100, seed=9)  # same ids, other values: the last write wins
+    second.upsert(resent, WriteToken("run-1", 0, 0))
+    second.upsert(make_batch(spec, 100, 100), WriteToken("run-1", 1, 0))
+    assert calls == ["add"] * 3
+    assert first.count() == 300
+    driver.finalize(spec)
+    assert driver.count() == 200
+    ids = resent.column("id").to_pylist()
+    got = pa.Table.from_batches([driver.fetch(ids)]).sort_by("id")
+    assert got.column("id").to_pylist() == sorted(ids)
+    assert np.array_equal(
+        vectors_numpy(got.column("vector")), vectors_numpy(resent.column("vector"))
+    )  # ids of make_batch sort in the order they were made
+    # a resumed run hands off "not fresh": its workers merge
+    driver.begin("run-1", resume=True)
+    assert driver.handoff() == {"fresh": False}
+
+
 def test_failed_append_switches_to_merge(tmp_path: Path) -> None:
     """An add that committed but reported an error must not duplicate rows on retry."""
     spec = make_spec(dim=8)

@@ -40,6 +40,10 @@ def test_copy_moves_every_row_once(tmp_path: Path) -> None:
     got = _target_table()
     assert result.rows == 5_000 == got.num_rows
     assert result.as_dict()["counts_match"] is True
+    phases = result.as_dict()["phases_s"]
+    assert list(phases) == ["connect", "plan", "stream", "finalize"]
+    assert all(v >= 0 for v in phases.values())
+    assert sum(phases.values()) <= result.elapsed_s + 0.01
     assert got.sort_by(ID).equals(table.sort_by(ID))
     want_hash = sum(set_hash(b) for b in table.to_batches()) % 2**64
     assert result.content_hash == f"{want_hash:016x}"

@@ -247,6 +247,16 @@ class Connector:
     def begin(self, run_id: str, *, resume: bool) -> None:
         """Called before the first write of a copy run (``resume`` when continuing one)."""
 
+    def handoff(self) -> dict[str, Any]:
+        """What writers in other processes need to know of the run ``begin`` started here.
+
+        JSON-able; a worker's connector receives it in ``join`` (Ray executor).
+        """
+        return {}
+
+    def join(self, run_id: str, handoff: dict[str, Any]) -> None:
+        """In a worker process: write for run ``run_id``, begun elsewhere (see ``handoff``)."""
+
     def upsert(self, batch: pa.RecordBatch, token: WriteToken | None = None) -> None:
         """Insert or replace records by id. Re-sending the same batch changes nothing."""
         raise Unsupported(f"{self.scheme}: writing is not supported")

@@ -113,6 +113,7 @@ class CopyResult:
     spec: CollectionSpec
     dead_letter: str | None = None
     access: dict[str, Any] | None = None  # with apply_access: what was applied, what not
+    phases_s: dict[str, float] = field(default_factory=dict)  # connect, plan, ...
 
     @property
     def rows_lost(self) -> int:
@@ -144,6 +145,7 @@ class CopyResult:
             "partitions": self.partitions,
             "elapsed_s": round(self.elapsed_s, 3),
             "rows_per_s": round(self.rate, 1),
+            "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()},
             "source_count": self.source_count,
             "target_count": self.target_count,
             "counts_match": self.source_count == self.target_count
@@ -265,6 +267,7 @@ class CopyJob:
             raise ConfigError("source and target are the same collection")
         self.progress: Progress = progress or _NoProgress()
         self._stop = threading.Event()
+        self._phases: dict[str, float] = {}
         self._dead_lock = threading.Lock()
         self._inflight = _InFlight(self.options.inflight_bytes)
 
@@ -315,6 +318,7 @@ class CopyJob:
         ledger = Ledger(path)
         source = connect(self.source_uri)
         target = connect(self.target_uri)
+        self._phases = {"connect": time.monotonic() - started}  # imports the clients
         try:
             return self._run(ledger, source, target, started)
         finally:
@@ -325,6 +329,7 @@ class CopyJob:
     def _run(
         self, ledger: Ledger, source: Connector, target: Connector, started: float
     ) -> CopyResult:
+        mark = time.monotonic()
         resumed = ledger.has_plan()
         if resumed:
             self._check_same_pair(ledger)
@@ -334,6 +339,7 @@ class CopyJob:
             report = MappingReport(**ledger.info("mapping"))
         else:
             run_id, spec, target_spec, report = self._plan(ledger, source, target)
+        mark = self._phase("plan", mark)
         already_complete = ledger.get("status") == "done"
         rows_before_run = ledger.totals()[0]
         access = check_access_request(self.options.apply_access, spec, target)  # before rows
@@ -357,7 +363,9 @@ class CopyJob:
                 self.progress.finish()
             if self._stop.is_set():
                 raise KeyboardInterrupt
+            mark = self._phase("stream", mark + self._phases.get("ray_start", 0.0))
             self._retry(lambda: target.finalize(target_spec))
+            mark = self._phase("finalize", mark)
             ledger.set("status", "done")
         if access is not None and access.get("entries"):
             access = self._apply_access(spec, target)
@@ -385,7 +393,19 @@ class CopyJob:
             spec=target_spec,
             dead_letter=str(self.dead_letter_path()) if skipped else None,
             access=access,
+            phases_s=dict(self._phases),
         )
+
+    @property
+    def phases(self) -> dict[str, float]:
+        """Seconds per phase of the run so far (an executor adds its start-up)."""
+        return self._phases
+
+    def _phase(self, name: str, since: float) -> float:
+        """Record the seconds since ``since`` as phase ``name``; returns now."""
+        now = time.monotonic()
+        self._phases[name] = now - since
+        return now
 
     def _apply_access(self, spec: CollectionSpec, target: Connector) -> dict[str, Any]:
         report = self._retry(lambda: target.apply_access(spec.access))

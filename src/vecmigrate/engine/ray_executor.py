@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,8 @@ class SliceWorker:
 
         self.source, self.target, self.options = source, target, options
         self.run_id: str = run["run_id"]
+        self.handoff: dict[str, Any] = run.get("handoff") or {}
+        self._connectors: tuple[Any, Any] | None = None  # (source, target), kept across slices
         self.spec = CollectionSpec.from_json(run["spec"])
         self.target_spec = CollectionSpec.from_json(run["target_spec"])
         self.slices = 0
@@ -55,6 +58,10 @@ class SliceWorker:
         except Exception as exc:
             self._failed = exc
             self.close()
+
+    def ready(self) -> bool:
+        """Answers once the actor is up (its constructor ran)."""
+        return True
 
     def copy_slice(self, state: dict[str, Any]) -> dict[str, Any]:
         """Copy up to SLICE_BATCHES batches of one partition from ``state['cursor']``."""
@@ -78,7 +85,11 @@ class SliceWorker:
             progress["read"] += rows + skipped
             progress["hash"] = content_hash
 
-        src, dst = connect(job.source_uri), connect(job.target_uri)
+        if self._connectors is None:
+            src, dst = connect(job.source_uri), connect(job.target_uri)
+            dst.join(self.run_id, self.handoff)
+            self._connectors = (src, dst)
+        src, dst = self._connectors
         try:
             stream = _Run(src, dst, self.run_id, self.spec, self.target_spec)
             ps = PartitionState(
@@ -91,9 +102,9 @@ class SliceWorker:
                 done=False,
             )
             progress["done"] = job.stream_partition(stream, ps, commit, max_batches=SLICE_BATCHES)
-        finally:
-            src.close()
-            dst.close()
+        except BaseException:
+            self._disconnect()  # the next slice starts from fresh connections
+            raise
         self.slices += 1
         progress["counters"] = self._counters_since_last()
         return progress
@@ -107,8 +118,15 @@ class SliceWorker:
         self._reported = now
         return delta
 
+    def _disconnect(self) -> None:
+        if self._connectors is not None:
+            for conn in self._connectors:
+                conn.close()
+            self._connectors = None
+
     def close(self) -> dict[str, Any]:
-        """Release the transform; what this actor did."""
+        """Release the transform and the connections; what this actor did."""
+        self._disconnect()
         counters = self._counters_since_last()
         if self.transform is not None:
             self.transform.close()
@@ -135,6 +153,7 @@ def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState
         )
     if not pending:
         return
+    started = time.monotonic()
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
         if job.options.ray_address:
@@ -156,6 +175,7 @@ def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState
         "run_id": run.run_id,
         "spec": run.spec.to_json(),
         "target_spec": run.target_spec.to_json(),
+        "handoff": run.target.handoff(),
     }
     recipe = transform.recipe() if transform is not None else None
     source, target = job.source_uri.redacted(), job.target_uri.redacted()
@@ -166,6 +186,8 @@ def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState
     ]
     clean = False
     try:
+        ray.get([a.ready.remote() for a in actors])  # started: processes up, clients imported
+        job.phases["ray_start"] = time.monotonic() - started
         _drive(ray, job, ledger, actors, pending, transform)
         clean = True
     finally:

@@ -586,6 +586,17 @@ class LanceDBConnector(Connector):
         with self._lock:
             self._fresh = empty
 
+    def handoff(self) -> dict[str, Any]:
+        with self._lock:
+            return {"fresh": self._fresh}
+
+    def join(self, run_id: str, handoff: dict[str, Any]) -> None:
+        """Workers of a fresh run append too; the begun side's finalize removes duplicates."""
+        with self._lock:
+            self._run_id = run_id
+            self._sent.clear()
+            self._fresh = bool(handoff.get("fresh"))
+
     def _may_append(self, token: WriteToken | None) -> bool:
         """Whether this batch's ids cannot be in the table yet (first send in a fresh run)."""
         if token is None:
@@ -638,7 +649,7 @@ class LanceDBConnector(Connector):
 
     def finalize(self, spec: CollectionSpec) -> None:
         table = self._latest()
-        if self._appended:
+        if self._appended or self._fresh:  # appended here, or by workers that joined the run
             self._drop_duplicate_ids()
             self._appended = False
         with lance_errors(f"finish {self._where()}"):
