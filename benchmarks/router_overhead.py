@@ -147,6 +147,7 @@ def run_pair(pg_uri: str, new_uri: str, state: Path, args: argparse.Namespace) -
         state_path=state,
         triggers=TriggerConfig(max_count_drift=None),
         drain_interval_s=args.drain_interval,
+        switch_interval_s=args.switch_interval,
     )
     router = Router(old, new, config)
     router.set_phase(Phase.DUAL_WRITE)
@@ -214,6 +215,10 @@ def main() -> int:
         "--drain-interval", type=float, default=RouterConfig.drain_interval_s,
         help="seconds between the outbox drainer's rounds",
     )  # fmt: skip
+    parser.add_argument(
+        "--switch-intervals", default="0.0005,none",
+        help="RouterConfig.switch_interval_s values to run (none: Python's 5 ms, the default)",
+    )  # fmt: skip
     args = parser.parse_args()
     load_start = [round(x, 2) for x in os.getloadavg()]
     report: dict[str, Any] = {
@@ -232,6 +237,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         report["router_own_cost_null_sides"] = hot_path(Path(tmp) / "router.sqlite")
         print("router's own cost", report["router_own_cost_null_sides"], flush=True)
+    default_interval = sys.getswitchinterval()
     for fsync in args.fsync.split(","):
         with start_postgres(durable=fsync == "on") as pg, tempfile.TemporaryDirectory() as tmp:
             os.environ["PGPASSWORD"] = pg.password
@@ -240,14 +246,21 @@ def main() -> int:
                 if importlib.util.find_spec(module) is None:
                     report["skipped"][name] = f"{module} is not installed"
                     continue
-                where = Path(tmp) / name
-                where.mkdir()
-                key = f"pgvector(fsync {fsync}) -> {name}"
-                print(key, flush=True)
-                report["runs"][key] = run_pair(
-                    pg.uri(f"items_{name}"), make_uri(where), where / "router.sqlite", args
-                )
+                for interval in args.switch_intervals.split(","):
+                    args.switch_interval = None if interval == "none" else float(interval)
+                    sys.setswitchinterval(default_interval)  # the Router sets its own
+                    where = Path(tmp) / f"{name}-{interval}"
+                    where.mkdir()
+                    key = f"pgvector(fsync {fsync}) -> {name}, switch interval {interval}"
+                    print(key, flush=True)
+                    report["runs"][key] = run_pair(
+                        pg.uri(f"items_{name}"), make_uri(where), where / "router.sqlite", args
+                    )
     report["goal_met"] = all(w["goal_met"] for run in report["runs"].values() for w in run.values())
+    report["goal_met_default_interval"] = all(
+        w["goal_met"] for k, run in report["runs"].items() if k.endswith(" none")
+        for w in run.values()
+    )  # fmt: skip
     report["load_average"] = {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]}
     path = write_result("router_overhead", report)
     print(path)

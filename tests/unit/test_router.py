@@ -181,3 +181,24 @@ def test_new_only_writes_old_through_outbox_and_rollback_replays(tmp_path: Path)
     assert router.flush(timeout=10)
     _tables_equal()
     router.close()
+
+
+def test_switch_interval_is_set_while_the_router_runs_and_restored(tmp_path: Path) -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+    MemoryStore.put("old", SPEC, pa.Table.from_batches([make_batch(SPEC, 0, 10)]))
+    MemoryStore.put("new", SPEC, pa.Table.from_batches([make_batch(SPEC, 0, 10)]))
+    cfg = RouterConfig(state_path=tmp_path / "r.sqlite", switch_interval_s=0.0005)
+    router = Router(connect("memory://old"), connect("memory://new"), cfg)
+    try:
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    finally:
+        router.close()
+    assert sys.getswitchinterval() == before
+    with pytest.raises(ConfigError, match="switch_interval_s"):
+        Router(
+            connect("memory://old"),
+            connect("memory://new"),
+            RouterConfig(state_path=tmp_path / "r2.sqlite", switch_interval_s=0),
+        )

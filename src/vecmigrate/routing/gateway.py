@@ -37,6 +37,8 @@ class GatewayConfig(BaseModel):
     max_count_drift: float | None = 0.01
     window_s: float = 30.0
     min_samples: int = 20
+    # GIL switch interval for the gateway process (None: Python's 5 ms); see RouterConfig
+    switch_interval_s: float | None = Field(default=None, gt=0)
 
     @classmethod
     def load(cls, path: Path) -> GatewayConfig:
@@ -295,5 +297,13 @@ def create_app(router: Router, spec: CollectionSpec) -> Any:
 def open_gateway(cfg: GatewayConfig) -> tuple[Any, Router]:
     old, new = connect(cfg.old), connect(cfg.new)
     spec = old.describe()
-    router = Router(old, new, RouterConfig(state_path=cfg.state, triggers=cfg.triggers()))
+    router = Router(
+        old,
+        new,
+        RouterConfig(
+            state_path=cfg.state,
+            triggers=cfg.triggers(),
+            switch_interval_s=cfg.switch_interval_s,
+        ),
+    )
     return create_app(router, spec), router

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +49,10 @@ class RouterConfig:
     shadow_workers: int = 2
     shadow_queue: int = 64
     count_check_interval_s: float = 10.0
+    # Python's GIL switch interval to set for the whole process (None: leave it). The outbox
+    # drainer writes the other side in this process; a caller whose write returned waits for
+    # the GIL up to this long (5 ms by default) while the drainer runs Python code.
+    switch_interval_s: float | None = None
 
 
 def _overlap(a: list[Any], b: list[Any]) -> float:
@@ -103,6 +108,13 @@ class Router:
     def __init__(self, old: Connector, new: Connector, config: RouterConfig) -> None:
         self.sides = {"old": old, "new": new}
         self.config = config
+        if config.switch_interval_s is not None:
+            if config.switch_interval_s <= 0:
+                raise ConfigError(f"switch_interval_s must be > 0, got {config.switch_interval_s}")
+            self._switch_before: float | None = sys.getswitchinterval()
+            sys.setswitchinterval(config.switch_interval_s)
+        else:
+            self._switch_before = None
         self.state = RouterState(config.state_path)
         self.evidence = Evidence(config.triggers.window_s)
         self._stop = threading.Event()
@@ -375,3 +387,5 @@ class Router:
         self._drainer.join(timeout=10)
         self._shadow.shutdown(wait=True, cancel_futures=True)
         self.state.close()
+        if self._switch_before is not None:
+            sys.setswitchinterval(self._switch_before)  # what it was before this router

@@ -70,6 +70,7 @@ class QdrantBase(Connector):
         self.config = QdrantConfig.from_uri(uri)
         self._spec: CollectionSpec | None = None
         self._layout: PointLayout | None = None
+        self._schema_of: tuple[CollectionSpec, pa.Schema] | None = None
 
     @property
     def name(self) -> str:
@@ -243,9 +244,19 @@ class QdrantBase(Connector):
         self._create(spec, layout, hints)
         self._spec = self._layout = None
 
+    def _written_spec(self) -> tuple[CollectionSpec, PointLayout, pa.Schema]:
+        """The described spec (not a copy: only read here), its layout and record schema."""
+        layout = self.layout()
+        spec = self._spec
+        assert spec is not None
+        cached = self._schema_of
+        if cached is None or cached[0] is not spec:
+            cached = self._schema_of = (spec, spec.arrow_schema())
+        return spec, layout, cached[1]
+
     def upsert(self, batch: pa.RecordBatch, token: WriteToken | None = None) -> None:
-        spec, layout = self.describe(), self.layout()
-        if batch.schema != spec.arrow_schema():
+        spec, layout, schema = self._written_spec()  # per call: a router writes single rows
+        if batch.schema != schema:
             batch = conform(batch, spec)
         step = self.config.write_batch
         for start in range(0, batch.num_rows, step):
