@@ -208,6 +208,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="own add / copy pairs, alternated")
     parser.add_argument("--before-src", help="a source tree of an earlier vecmigrate to compare")
     parser.add_argument("--work", help="folder for the tables (default: a temporary folder)")
+    parser.add_argument("--out", default="copy_lancedb", help="result name: results/OUT.json")
     args = parser.parse_args()
     sizes = sorted({int(x) for x in args.rss_rows.split(",") if x})
     batch_sizes = [int(x) for x in args.batch_sizes.split(",") if x]
@@ -278,7 +279,7 @@ def main() -> None:
                 "rss_growth<=10%": all(g <= 0.10 for g in growth),
             },
         }
-        path = write_result("copy_lancedb", result)
+        path = write_result(args.out, result)
         print(json.dumps(result, indent=2))
         print(f"written to {path}")
     finally:

@@ -65,6 +65,8 @@ class QdrantBase(Connector):
 
     capabilities: ClassVar[Capabilities] = QDRANT_CAPABILITIES
 
+    dense_rows = "list"  # how _write wants dense vectors: see points.to_points
+
     def __init__(self, uri: ConnectorURI) -> None:
         super().__init__(uri)
         self.config = QdrantConfig.from_uri(uri)
@@ -260,7 +262,7 @@ class QdrantBase(Connector):
             batch = conform(batch, spec)
         step = self.config.write_batch
         for start in range(0, batch.num_rows, step):
-            self._write(to_points(batch.slice(start, step), layout))
+            self._write(to_points(batch.slice(start, step), layout, dense_rows=self.dense_rows))
 
     def delete(self, ids: Sequence[Any]) -> None:
         self._require()

@@ -117,11 +117,17 @@ class PointColumns:
     """A batch as Qdrant wants it: ids, vectors per Qdrant vector name, payloads."""
 
     ids: list[Any]
-    vectors: dict[str, list[Any]]  # dense rows as lists of floats; sparse as (indices, values)
+    # dense rows as lists of floats (or float32 numpy rows: ``dense_rows="numpy"``); sparse
+    # rows as (indices, values)
+    vectors: dict[str, list[Any]]
     payloads: list[dict[str, Any]]
 
 
-def to_points(batch: pa.RecordBatch, layout: PointLayout) -> PointColumns:
+def to_points(
+    batch: pa.RecordBatch, layout: PointLayout, *, dense_rows: str = "list"
+) -> PointColumns:
+    """``dense_rows="numpy"``: rows as float32 arrays (Qdrant Edge takes them, twice as fast
+    as building lists of Python floats); "list" for qdrant-client's models."""
     ids, originals = point_ids(batch.column(ID))
     vectors: dict[str, list[Any]] = {}
     for vf in layout.vectors:
@@ -132,6 +138,8 @@ def to_points(batch: pa.RecordBatch, layout: PointLayout) -> PointColumns:
                 None if v is None else (list(v["indices"]), list(v["values"]))
                 for v in col.to_pylist()
             ]
+        elif dense_rows == "numpy":
+            vectors[qname] = list(vectors_numpy(col))
         else:
             vectors[qname] = vectors_numpy(col).tolist()
     names: list[str] = []
