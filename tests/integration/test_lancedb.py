@@ -131,6 +131,8 @@ def test_uri_options_are_checked() -> None:
         connect("lancedb:///data/db?table=t&tabel=x")
     with pytest.raises(ConfigError, match="search"):
         connect("lancedb:///data/db?table=t&search=fast")
+    with pytest.raises(ConfigError, match="metadata_cache_mb"):
+        connect("lancedb:///data/db?table=t&metadata_cache_mb=0")
 
 
 def _made_by_lancedb(root: Path, *, with_index: bool) -> None:
@@ -391,6 +393,32 @@ def test_workers_that_join_a_fresh_run_append_and_finalize_removes_resent_rows(
     # a resumed run hands off "not fresh": its workers merge
     driver.begin("run-1", resume=True)
     assert driver.handoff() == {"fresh": False}
+
+
+def test_duplicate_ids_of_a_large_table_are_found_on_disk_partitions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past DEDUP_IN_MEMORY rows the id check hash-partitions ids into files (bounded memory);
+    the older copies are deleted by row id in one commit per chunk, nothing is rewritten."""
+    monkeypatch.setattr(lancedb_connector, "DEDUP_IN_MEMORY", 100)
+    monkeypatch.setattr(lancedb_connector, "DEDUP_READ_ROWS", 64)
+    spec = make_spec(dim=8)
+    conn = connect(_uri(tmp_path))
+    conn.create(spec, IfExists.REPLACE)
+    conn.begin("run-1", resume=False)
+    for start in range(0, 600, 100):
+        conn.upsert(make_batch(spec, start, 100), WriteToken("run-1", 0, start))
+    again = make_batch(spec, 150, 200, seed=5)  # ids 150..349 a second time, newer values
+    conn.upsert(again, WriteToken("run-1", 1, 0))
+    assert conn.count() == 800
+    conn.finalize(spec)
+    assert conn.count() == 600
+    ids = again.column("id").to_pylist()
+    got = pa.Table.from_batches([conn.fetch(ids)]).sort_by("id")
+    assert got.column("id").to_pylist() == sorted(ids)
+    assert np.array_equal(
+        vectors_numpy(got.column("vector")), vectors_numpy(again.column("vector"))
+    )
 
 
 def test_failed_append_switches_to_merge(tmp_path: Path) -> None:

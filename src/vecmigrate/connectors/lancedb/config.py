@@ -4,7 +4,9 @@
 column of a table made elsewhere; ``index`` says whether ``finalize`` builds the vector index
 the spec asks for (auto: from 100k rows, when exact search stops being fast; always; none);
 ``search=exact`` bypasses a vector index in ``query``; ``compact=none`` skips merging small
-fragments in ``finalize``.
+fragments in ``finalize``; ``metadata_cache_mb`` bounds Lance's cache of table manifests
+(64 by default; LanceDB's own default, 1 GB, fills up over a long copy: every write is a new
+version whose manifest lists every fragment).
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ class LanceDBConfig:
     index: str  # auto: build the spec's vector index in finalize from 100k rows; always; none
     search: str  # index: use a vector index when one exists; exact: flat search always
     compact: str  # auto: merge small fragments in finalize; none: leave them
+    metadata_cache_mb: int = 64  # Lance's manifest cache for this connector's connection
 
     @classmethod
     def from_uri(cls, uri: ConnectorURI) -> LanceDBConfig:
-        uri.check_options({"table", "version", "id_column", "index", "search", "compact"})
+        uri.check_options(
+            {"table", "version", "id_column", "index", "search", "compact", "metadata_cache_mb"}
+        )
         path = uri.file_path()
         if not path.is_absolute():
             raise ConfigError(
@@ -57,4 +62,12 @@ class LanceDBConfig:
             index=_choice(uri, "index", INDEX_CHOICES),
             search=_choice(uri, "search", SEARCH_CHOICES),
             compact=_choice(uri, "compact", COMPACT_CHOICES),
+            metadata_cache_mb=_at_least_one(uri, "metadata_cache_mb", 64),
         )
+
+
+def _at_least_one(uri: ConnectorURI, name: str, default: int) -> int:
+    value = uri.int_option(name, default)
+    if value < 1:
+        raise ConfigError(f"lancedb: {name}={value} must be 1 or more")
+    return value

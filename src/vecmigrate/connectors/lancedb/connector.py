@@ -17,10 +17,12 @@ import dataclasses
 import itertools
 import json
 import mmap
+import tempfile
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import lancedb
@@ -61,6 +63,8 @@ COMPACT_MEAN_ROWS = 5_000  # this on average (tiny batches); bigger ones scan fi
 ID_CHUNK = 1_000  # ids per filter expression in fetch and delete
 READ_BYTES = 8 << 20  # bytes per read query: Lance holds several times this while it reads
 MIN_READ_ROWS = 64
+DEDUP_IN_MEMORY = 1_000_000  # ids checked for duplicates at once; beyond, hash-partitioned
+DEDUP_READ_ROWS = 100_000
 NO_CLEANUP = timedelta(days=365 * 100)  # compact without removing any older version
 
 _DISTANCE = {Metric.COSINE: "cosine", Metric.L2: "l2", Metric.IP: "dot"}
@@ -113,6 +117,15 @@ def _ident(name: str) -> str:
     if "`" in name:
         raise ConfigError(f"lancedb: column name {name!r} contains a backtick")
     return f"`{name}`"
+
+
+def _repeated(ids: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """The values that occur more than once in ``ids``."""
+    if pc.count_distinct(ids).as_py() == len(ids):
+        return []
+    counts = pc.value_counts(ids)
+    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    return list(repeated.to_pylist())
 
 
 def _json_strings(column: pa.Array) -> pa.Array:
@@ -278,7 +291,12 @@ class LanceDBConnector(Connector):
                 raise NotFoundError(f"{self._where()}: the database folder {path} does not exist")
             with lance_errors(f"open database {path}"):
                 path.mkdir(parents=True, exist_ok=True)
-                self._db = lancedb.connect(str(path), read_consistency_interval=timedelta(0))
+                session = lancedb.Session(
+                    metadata_cache_size_bytes=self.config.metadata_cache_mb << 20
+                )
+                self._db = lancedb.connect(
+                    str(path), read_consistency_interval=timedelta(0), session=session
+                )
         return self._db
 
     def _latest(self) -> Any:
@@ -664,31 +682,52 @@ class LanceDBConnector(Connector):
                 self._build_indexes(table, spec)
         self._spec = None
 
-    def _drop_duplicate_ids(self) -> None:
-        """Keep only the last written row of an id that appended batches wrote twice."""
+    def _duplicate_ids(self) -> list[Any]:
+        """Ids the table holds more than once; memory bounded whatever the table's size.
+
+        Up to DEDUP_IN_MEMORY rows the id column is checked at once; beyond, ids are
+        hash-partitioned into files on disk and each part checked alone.
+        """
+        from vecmigrate.validate.completeness import Spill
+
         table = self._latest()
         id_column = self.config.id_column
+        rows = table.count_rows()
+        query = table.search().select([id_column]).limit(None)
+        if rows <= DEDUP_IN_MEMORY:
+            return _repeated(query.to_arrow().column(id_column))
+        with tempfile.TemporaryDirectory(prefix="vecmigrate-ids-") as tmp:
+            spill = Spill(Path(tmp), "ids", buckets=-(-rows // DEDUP_IN_MEMORY) * 2)
+            for batch in query.to_batches(DEDUP_READ_ROWS):
+                spill.add(pa.table({ID: batch.column(id_column)}))
+            spill.close()
+            dups: list[Any] = []
+            for bucket in range(spill.buckets):
+                part = spill.read(bucket)
+                if part is not None:
+                    dups += _repeated(part.column(ID))
+            return dups
+
+    def _drop_duplicate_ids(self) -> None:
+        """Keep only the last written row of an id that appended batches wrote twice."""
         with lance_errors(f"check the ids of {self._where()}"):
-            ids = table.search().select([id_column]).limit(None).to_arrow().column(id_column)
-            if pc.count_distinct(ids).as_py() == len(ids):
-                return
-            got = table.search().select([id_column]).with_row_id(True).limit(None).to_arrow()
-        counts = pc.value_counts(got.column(id_column))
-        dups = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
-        if len(dups) == 0:
+            dups = self._duplicate_ids()
+        if not dups:
             return
-        rows = got.filter(pc.is_in(got.column(id_column), dups))
-        last = rows.group_by(id_column).aggregate([("_rowid", "max")])
+        table = self._latest()
+        id_column = self.config.id_column
         spec = self._describe()
         with lance_errors(f"remove duplicate ids from {self._where()}"):
-            keep = (
-                table.take_row_ids(last.column("_rowid_max").to_pylist())
-                .select(self._source_columns(spec))
-                .to_arrow()
-            )
-            for _, where in self._id_filters(dups.to_pylist(), spec):
-                table.delete(where)
-            table.add(keep)
+            for _, where in self._id_filters(dups, spec):
+                got = table.search().where(where).select([id_column]).with_row_id(True)
+                found = got.limit(None).to_arrow()
+                last = found.group_by(id_column).aggregate([("_rowid", "max")])
+                older = pc.filter(
+                    found.column("_rowid"),
+                    pc.invert(pc.is_in(found.column("_rowid"), last.column("_rowid_max"))),
+                ).to_pylist()
+                # one commit per chunk: the older copies go, nothing is rewritten
+                table.delete(f"_rowid IN ({', '.join(str(int(r)) for r in older)})")
 
     def _build_indexes(self, table: Any, spec: CollectionSpec) -> None:
         indexed = {ix.field for ix in self._indexes(table) if ix.metric is not None}
