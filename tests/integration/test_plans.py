@@ -373,7 +373,8 @@ def test_phased_lancedb_to_pgvector_by_tenant(
             "rollback": {"max_count_drift": None},
         },
     )
-    _run_and_kill(plan, tmp_path / "state" / "copies" / "segment-acme", at_rows=3_000)
+    # acme holds 3,000 rows: killed half-way (at 3,000 the kill raced the step's end)
+    _run_and_kill(plan, tmp_path / "state" / "copies" / "segment-acme", at_rows=1_500)
     done = _cli("run", str(plan))
     assert done["stopped_at"] == "cutover"
     status = _cli("status", str(plan))
