@@ -74,7 +74,6 @@ class RouterState:
         if "schema_id" not in columns:
             self._db.execute("ALTER TABLE outbox ADD COLUMN schema_id INTEGER")
         self._schemas: dict[int, pa.Schema] = {}
-        self._last_schema: tuple[pa.Schema, bool, int | None] | None = None
         self._phase: tuple[int, Phase] | None = None  # (data_version read at, phase)
 
     def close(self) -> None:
@@ -137,16 +136,10 @@ class RouterState:
 
     def enqueue(self, side: str, op: str, batch: pa.RecordBatch) -> None:
         """Queue ``batch`` (rows to upsert, or an ``id`` column to delete) for ``side``."""
-        schema = batch.schema
-        last = self._last_schema  # writes tend to repeat one schema: skip the lookups then
-        if last is not None and (last[0] is schema or last[0].equals(schema, check_metadata=True)):
-            plain, known = last[1], last[2]
-        else:
-            plain, known = not any(pa.types.is_dictionary(f.type) for f in schema), None
+        plain = not any(pa.types.is_dictionary(f.type) for f in batch.schema)
         payload = batch.serialize().to_pybytes() if plain else batch_to_bytes(batch)
         with self._lock:
-            sid = (known if known is not None else self._schema_id(schema)) if plain else None
-            self._last_schema = (schema, plain, sid)
+            sid = self._schema_id(batch.schema) if plain else None
             self._db.execute(
                 "INSERT INTO outbox (side, op, payload, rows, created, schema_id) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
