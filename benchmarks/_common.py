@@ -56,6 +56,23 @@ def measured(cmd: list[str]) -> dict[str, Any]:
     return data
 
 
+def settle() -> None:
+    """Flush dirty pages first: the previous run's writeback must not land in the next one."""
+    os.sync()
+    time.sleep(0.5)
+
+
+def copy_rate(summary: dict[str, Any]) -> float:
+    """Rows/s of a ``vecmigrate copy --json`` summary, not counting its ``connect`` phase.
+
+    ``connect`` imports the client libraries (1.2-2.3 s for LanceDB), which the raw floors,
+    timed in a warm interpreter, do not pay; everything after it counts (on Ray, starting the
+    cluster's actors too).
+    """
+    phases = summary.get("phases_s") or {}
+    return float(summary["rows"]) / (float(summary["elapsed_s"]) - phases.get("connect", 0.0))
+
+
 def write_result(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import measured, write_result
+from _common import copy_rate, measured, settle, write_result
 
 VDF_IO_RATE = 7_600.0  # vec/s, vdf-io export + import end to end on this kind of machine
 RSS_GOAL_MB = 512.0
@@ -84,12 +83,6 @@ def make_source(root: Path, rows: int, dim: int, chunk: int = 50_000) -> str:
     return f"lancedb://{root}?table=items"
 
 
-def settle() -> None:
-    """Flush dirty pages first: the previous run's writeback must not land in this one."""
-    os.sync()
-    time.sleep(0.5)
-
-
 _OWN_ADD = """
 import json, sys, time
 import lancedb, pyarrow as pa
@@ -128,7 +121,12 @@ def _children_cpu() -> float:
 
 
 def our_copy(
-    source: str, work: Path, workers: int, batch: int, src_tree: str | None = None
+    source: str,
+    work: Path,
+    workers: int,
+    batch: int,
+    src_tree: str | None = None,
+    executor: str = "local",
 ) -> dict[str, Any]:
     """One ``vecmigrate copy`` into a fresh table, in its own process (optionally older code)."""
     dst, state = work / "dst", work / "state"
@@ -137,7 +135,7 @@ def our_copy(
     cmd = [
         sys.executable, "-m", "vecmigrate", "copy", source, f"lancedb://{dst}?table=items",
         "--json", "--quiet", "--workers", str(workers), "--batch-size", str(batch),
-        "--state-dir", str(state),
+        "--state-dir", str(state), "--executor", executor,
     ]  # fmt: skip
     saved = os.environ.get("PYTHONPATH")
     if src_tree:
@@ -159,18 +157,14 @@ def our_copy(
     if run["returncode"] != 0:
         raise SystemExit(f"copy failed: {run['stderr']}")
     summary = json.loads(run["stdout"])
-    phases = summary.get("phases_s", {})
-    copying = summary["elapsed_s"] - phases.get("connect", 0.0)
     return {
         "rows": summary["rows"],
         "batch_size": batch,
         "elapsed_s": run["elapsed_s"],
         "cpu_s": round(cpu, 2),
         "engine_rows_per_s": summary["rows_per_s"],
-        # without connect, i.e. importing the LanceDB client (~1.3-2.3 s here), which the own
-        # add (in an interpreter that imported it already) does not pay either
-        "copy_rows_per_s": round(summary["rows"] / copying, 1),
-        "phases_s": phases,
+        "copy_rows_per_s": round(copy_rate(summary), 1),
+        "phases_s": summary.get("phases_s", {}),
         "end_to_end_rows_per_s": round(summary["rows"] / run["elapsed_s"], 1),
         "peak_rss_mb": run["peak_rss_mb"],
         "counts_match": summary["counts_match"],

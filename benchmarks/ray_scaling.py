@@ -3,9 +3,9 @@
     python benchmarks/ray_scaling.py --source 'lancedb:///abs/dir?table=items' \
         [--workers 1,2] [--batch-size 10000]
 
-Each copy runs as its own ``vecmigrate copy`` process into a fresh table (after ``os.sync()``);
-its rate is rows over the copy's plan, stream and finalize phases (``ray_start`` -- starting
-Ray and its actors -- and ``connect`` are reported apart). Writes
+Each copy is ``copy_lancedb.our_copy``: its own ``vecmigrate copy`` process into a fresh
+table, after ``os.sync()``, rated without its ``connect`` phase (``_common.copy_rate``); on Ray
+the time to start the cluster's actors counts (``ray_start`` in ``phases_s``). Writes
 benchmarks/results/ray_scaling.json. On a 2-core machine this documents overhead more than
 speed-up: Ray's workers compete with the engines' own threads for the same two cores.
 """
@@ -13,46 +13,15 @@ speed-up: Ray's workers compete with the engines' own threads for the same two c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import measured, write_result
-
-
-def one(source: str, work: Path, executor: str, workers: int, batch: int) -> dict[str, Any]:
-    dst, state = work / "dst", work / "state"
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.rmtree(state, ignore_errors=True)
-    os.sync()
-    time.sleep(0.5)
-    cmd = [
-        sys.executable, "-m", "vecmigrate", "copy", source, f"lancedb://{dst}?table=items",
-        "--json", "--quiet", "--workers", str(workers), "--batch-size", str(batch),
-        "--state-dir", str(state), "--executor", executor,
-    ]  # fmt: skip
-    run = measured(cmd)
-    if run["returncode"] != 0:
-        raise SystemExit(f"copy failed: {run['stderr']}")
-    summary = json.loads(run["stdout"])
-    phases = summary["phases_s"]
-    copying = sum(v for k, v in phases.items() if k not in ("connect", "ray_start"))
-    return {
-        "executor": executor,
-        "workers": workers,
-        "rows": summary["rows"],
-        "rows_per_s": round(summary["rows"] / copying, 1),
-        "end_to_end_rows_per_s": round(summary["rows"] / run["elapsed_s"], 1),
-        "phases_s": phases,
-        "peak_rss_mb": run["peak_rss_mb"],
-        "counts_match": summary["counts_match"],
-    }
+from _common import write_result
+from copy_lancedb import our_copy
 
 
 def main() -> None:
@@ -65,7 +34,11 @@ def main() -> None:
     started = os.getloadavg()
     try:
         runs = [
-            one(args.source, work, executor, int(w), args.batch_size)
+            {
+                "executor": executor,
+                "workers": int(w),
+                **our_copy(args.source, work, int(w), args.batch_size, executor=executor),
+            }
             for w in args.workers.split(",")
             for executor in ("local", "ray")
         ]
