@@ -42,6 +42,24 @@ def _filled(uri: str, spec: CollectionSpec, batches: list[pa.RecordBatch]) -> Co
     return conn
 
 
+def _fresh_run(tmp_path: Path, spec: CollectionSpec) -> Connector:
+    """A connector to a new, empty table with run "run-1" begun: a fresh run, which appends."""
+    conn = connect(_uri(tmp_path))
+    conn.create(spec, IfExists.REPLACE)
+    conn.begin("run-1", resume=False)
+    return conn
+
+
+def _assert_holds(conn: Connector, batch: pa.RecordBatch) -> None:
+    """``conn`` holds ``batch``'s ids once each with its vectors (make_batch ids sort in order)."""
+    ids = batch.column("id").to_pylist()
+    got = pa.Table.from_batches([conn.fetch(ids)]).sort_by("id")
+    assert got.column("id").to_pylist() == sorted(ids)
+    assert np.array_equal(
+        vectors_numpy(got.column("vector")), vectors_numpy(batch.column("vector"))
+    )
+
+
 def _scan_ids(conn: Connector, hint: int = 4, batch: int = 333) -> list[Any]:
     return [
         i
@@ -316,9 +334,7 @@ def test_query_returns_k_per_query_in_distance_order(tmp_path: Path) -> None:
 
 def test_fresh_run_appends_and_resends_merge(tmp_path: Path) -> None:
     spec = make_spec(dim=8)
-    conn = connect(_uri(tmp_path))
-    conn.create(spec, IfExists.REPLACE)
-    conn.begin("run-1", resume=False)
+    conn = _fresh_run(tmp_path, spec)
     table = conn._latest()  # type: ignore[attr-defined]
     calls: list[str] = []
     add, merge = table.add, table.merge_insert
@@ -343,18 +359,13 @@ def test_fresh_run_appends_and_resends_merge(tmp_path: Path) -> None:
 
 def test_fresh_run_drops_duplicate_ids_sent_in_different_batches(tmp_path: Path) -> None:
     spec = make_spec(dim=8)
-    conn = connect(_uri(tmp_path))
-    conn.create(spec, IfExists.REPLACE)
-    conn.begin("run-1", resume=False)
+    conn = _fresh_run(tmp_path, spec)
     conn.upsert(make_batch(spec, 0, 100), WriteToken("run-1", 0, 0))
     newer = make_batch(spec, 50, 100, seed=42)  # ids 50..149, 50 of them already written
     conn.upsert(newer, WriteToken("run-1", 1, 0))
     conn.finalize(spec)
     assert conn.count() == 150
-    got = pa.Table.from_batches([conn.fetch(newer.column("id").to_pylist()[:50])]).sort_by("id")
-    assert np.array_equal(
-        vectors_numpy(got.column("vector")), vectors_numpy(newer.column("vector"))[:50]
-    )
+    _assert_holds(conn, newer.slice(0, 50))
 
 
 def test_workers_that_join_a_fresh_run_append_and_finalize_removes_resent_rows(
@@ -364,9 +375,7 @@ def test_workers_that_join_a_fresh_run_append_and_finalize_removes_resent_rows(
     re-sent by another worker (its first actor was lost) adds its rows a second time, and the
     driver's finalize keeps one row per id, the last written."""
     spec = make_spec(dim=8)
-    driver = connect(_uri(tmp_path))
-    driver.create(spec, IfExists.REPLACE)
-    driver.begin("run-1", resume=False)
+    driver = _fresh_run(tmp_path, spec)
     handoff = json.loads(json.dumps(driver.handoff()))  # travels to the workers as JSON
     assert handoff == {"fresh": True}
     first, second = connect(_uri(tmp_path)), connect(_uri(tmp_path))
@@ -384,12 +393,7 @@ def test_workers_that_join_a_fresh_run_append_and_finalize_removes_resent_rows(
     assert first.count() == 300
     driver.finalize(spec)
     assert driver.count() == 200
-    ids = resent.column("id").to_pylist()
-    got = pa.Table.from_batches([driver.fetch(ids)]).sort_by("id")
-    assert got.column("id").to_pylist() == sorted(ids)
-    assert np.array_equal(
-        vectors_numpy(got.column("vector")), vectors_numpy(resent.column("vector"))
-    )  # ids of make_batch sort in the order they were made
+    _assert_holds(driver, resent)
     # a resumed run hands off "not fresh": its workers merge
     driver.begin("run-1", resume=True)
     assert driver.handoff() == {"fresh": False}
@@ -403,9 +407,7 @@ def test_duplicate_ids_of_a_large_table_are_found_on_disk_partitions(
     monkeypatch.setattr(lancedb_connector, "DEDUP_IN_MEMORY", 100)
     monkeypatch.setattr(lancedb_connector, "DEDUP_READ_ROWS", 64)
     spec = make_spec(dim=8)
-    conn = connect(_uri(tmp_path))
-    conn.create(spec, IfExists.REPLACE)
-    conn.begin("run-1", resume=False)
+    conn = _fresh_run(tmp_path, spec)
     for start in range(0, 600, 100):
         conn.upsert(make_batch(spec, start, 100), WriteToken("run-1", 0, start))
     again = make_batch(spec, 150, 200, seed=5)  # ids 150..349 a second time, newer values
@@ -413,20 +415,13 @@ def test_duplicate_ids_of_a_large_table_are_found_on_disk_partitions(
     assert conn.count() == 800
     conn.finalize(spec)
     assert conn.count() == 600
-    ids = again.column("id").to_pylist()
-    got = pa.Table.from_batches([conn.fetch(ids)]).sort_by("id")
-    assert got.column("id").to_pylist() == sorted(ids)
-    assert np.array_equal(
-        vectors_numpy(got.column("vector")), vectors_numpy(again.column("vector"))
-    )
+    _assert_holds(conn, again)
 
 
 def test_failed_append_switches_to_merge(tmp_path: Path) -> None:
     """An add that committed but reported an error must not duplicate rows on retry."""
     spec = make_spec(dim=8)
-    conn = connect(_uri(tmp_path))
-    conn.create(spec, IfExists.REPLACE)
-    conn.begin("run-1", resume=False)
+    conn = _fresh_run(tmp_path, spec)
     table = conn._latest()  # type: ignore[attr-defined]
     add = table.add
 
@@ -447,9 +442,7 @@ def test_failed_append_switches_to_merge(tmp_path: Path) -> None:
 
 def test_duplicate_ids_in_one_batch_are_refused(tmp_path: Path) -> None:
     spec = make_spec(dim=4)
-    conn = connect(_uri(tmp_path))
-    conn.create(spec, IfExists.REPLACE)
-    conn.begin("run-1", resume=False)
+    conn = _fresh_run(tmp_path, spec)
     batch = make_batch(spec, 0, 5)
     doubled = pa.concat_batches([batch, batch.slice(2, 1)])
     with pytest.raises(DataError, match="duplicate id"):
