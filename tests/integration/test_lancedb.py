@@ -11,12 +11,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.datagen import make_batch, make_spec
+from tests.crashes import CrashingSource
+from tests.datagen import make_batch, make_spec, make_table
 from vecmigrate.connectors import Connector, IfExists, WriteToken, connect
 from vecmigrate.connectors.lancedb import connector as lancedb_connector
+from vecmigrate.connectors.memory.connector import MemoryStore
+from vecmigrate.engine.copy import CopyOptions, copy
 from vecmigrate.errors import ConfigError, DataError, NotFoundError, SchemaMismatch
 from vecmigrate.records import fixed_size_vectors, vectors_numpy
 from vecmigrate.spec import (
+    ID,
     SPARSE_TYPE,
     CollectionSpec,
     IndexConfig,
@@ -397,6 +401,29 @@ def test_workers_that_join_a_fresh_run_append_and_finalize_removes_resent_rows(
     # a resumed run hands off "not fresh": its workers merge
     driver.begin("run-1", resume=True)
     assert driver.handoff() == {"fresh": False}
+
+
+@pytest.mark.parametrize("crash_after", [12, 20])
+def test_a_resumed_fresh_run_still_removes_duplicate_ids(tmp_path: Path, crash_after: int) -> None:
+    """A fresh run appends; its checkpoint keeps that, so after a crash the resumed run
+    (which re-sends the batches after the last checkpoint) still leaves each id once, also an
+    id the source holds in two batches (the engine checks one batch at a time)."""
+    spec = make_spec(dim=8)
+    table = make_table(spec, 7_000)
+    ids = table.column(ID).to_pylist()
+    ids[3_000] = ids[100]  # in batches 0 and 12 of 250 rows
+    MemoryStore.put("src", spec, table.set_column(0, ID, pa.array(ids)))
+    options = CopyOptions(state_dir=tmp_path / "state", batch_size=250, workers=1)
+    CrashingSource.budget = crash_after
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        copy(f"{CrashingSource.scheme}://src", _uri(tmp_path), options)
+    CrashingSource.budget = 10**9
+    result = copy(f"{CrashingSource.scheme}://src", _uri(tmp_path), options)
+    assert result.resumed
+    target = connect(_uri(tmp_path))
+    assert target.count() == 6_999
+    got = pa.Table.from_batches([target.fetch(ids)])
+    assert sorted(got.column(ID).to_pylist()) == sorted(set(ids))
 
 
 def test_duplicate_ids_of_a_large_table_are_found_on_disk_partitions(

@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from tests.crashes import CrashingSource
 from tests.datagen import make_spec, make_table
 from vecmigrate.connectors import connect
 from vecmigrate.connectors.base import Partition
@@ -70,34 +71,19 @@ def test_transient_errors_are_retried(tmp_path: Path) -> None:
     assert _target_table().sort_by(ID).equals(table.sort_by(ID))
 
 
-class _CrashingSource(MemoryConnector):
-    """Raises after a number of batches, to simulate a crash mid-copy."""
-
-    scheme = "crashmem"
-    budget = 0
-
-    def scan(self, partition: Partition, cursor: str | None, batch_size: int):  # type: ignore[no-untyped-def]
-        for sb in super().scan(partition, cursor, batch_size):
-            if _CrashingSource.budget <= 0:
-                raise RuntimeError("simulated crash")
-            _CrashingSource.budget -= 1
-            yield sb
-
-
 @pytest.mark.parametrize(("workers_first", "workers_then"), [(1, 3), (3, 1), (2, 2)])
 def test_resume_after_crash_never_duplicates_or_skips(
     tmp_path: Path, workers_first: int, workers_then: int
 ) -> None:
     table = _source(7_000)
-    register("crashmem", _CrashingSource)
-    _CrashingSource.budget = 9
+    CrashingSource.budget = 9
     with pytest.raises(RuntimeError, match="simulated crash"):
         copy(
             "crashmem://src", "memory://dst", _opts(tmp_path, batch_size=250, workers=workers_first)
         )
     partial = _target_table().num_rows
     assert 0 < partial < 7_000
-    _CrashingSource.budget = 10**9
+    CrashingSource.budget = 10**9
     result = copy(
         "crashmem://src", "memory://dst", _opts(tmp_path, batch_size=400, workers=workers_then)
     )
@@ -109,15 +95,14 @@ def test_resume_after_crash_never_duplicates_or_skips(
 
 def test_plan_is_persisted_before_writes_and_not_resampled(tmp_path: Path) -> None:
     _source(4_000)
-    register("crashmem", _CrashingSource)
-    _CrashingSource.budget = 2
+    CrashingSource.budget = 2
     with pytest.raises(RuntimeError):
         copy("crashmem://src", "memory://dst", _opts(tmp_path, batch_size=100, workers=1))
     ledger_file = next((tmp_path / "state").glob("copy-*.sqlite"))
     ledger = Ledger(ledger_file)
     first = [s.partition for s in ledger.states()]
     ledger.close()
-    _CrashingSource.budget = 10**9
+    CrashingSource.budget = 10**9
     copy("crashmem://src", "memory://dst", _opts(tmp_path, batch_size=100, workers=4))
     ledger = Ledger(ledger_file)
     assert [s.partition for s in ledger.states()] == first

@@ -255,7 +255,11 @@ class Connector:
         return {}
 
     def join(self, run_id: str, handoff: dict[str, Any]) -> None:
-        """In a worker process: write for run ``run_id``, begun elsewhere (see ``handoff``)."""
+        """Write for run ``run_id``, begun elsewhere or earlier (see ``handoff``).
+
+        Called in a worker process (Ray executor), and after ``begin`` when a run resumes,
+        with the handoff its first attempt recorded in the checkpoint.
+        """
 
     def upsert(self, batch: pa.RecordBatch, token: WriteToken | None = None) -> None:
         """Insert or replace records by id. Re-sending the same batch changes nothing."""

@@ -349,6 +349,7 @@ class CopyJob:
             self._retry(lambda: target.create(target_spec, if_exists))
             target.set_source(self.source_uri.redacted())
             target.begin(run_id, resume=resumed)
+            self._hand_over(ledger, target, run_id, resumed=resumed)
             pending = [s for s in ledger.states() if not s.done]
             self.progress.start(ledger.info("source_count"), rows_before_run)
             run = _Run(source, target, run_id, spec, target_spec)
@@ -395,6 +396,18 @@ class CopyJob:
             access=access,
             phases_s=dict(self._phases),
         )
+
+    @staticmethod
+    def _hand_over(ledger: Ledger, target: Connector, run_id: str, *, resumed: bool) -> None:
+        """Keep what ``begin`` learnt of a new run (``handoff``) before any write; a resumed
+        run rejoins it, so what the first attempt did (e.g. append to an empty table, with
+        duplicate ids removed at the end) is still known after a crash."""
+        if not resumed:
+            ledger.set("target_handoff", json.dumps(target.handoff()))
+            return
+        handoff = ledger.info("target_handoff")
+        if handoff:
+            target.join(run_id, handoff)
 
     @property
     def phases(self) -> dict[str, float]:

@@ -609,7 +609,8 @@ class LanceDBConnector(Connector):
             return {"fresh": self._fresh}
 
     def join(self, run_id: str, handoff: dict[str, Any]) -> None:
-        """Workers of a fresh run append too; the begun side's finalize removes duplicates."""
+        """Workers and resumed attempts of a fresh run append too; finalize removes the
+        duplicate ids that re-sent batches add."""
         with self._lock:
             self._run_id = run_id
             self._sent.clear()
