@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.crashes import CrashingSource
 from vecmigrate.connectors import registry
 from vecmigrate.connectors.memory.connector import MemoryStore
 
@@ -26,3 +27,11 @@ def _restore_registry() -> Iterator[None]:
     yield
     registry._registered.clear()
     registry._registered.update(saved)
+
+
+@pytest.fixture
+def crashing_source() -> type[CrashingSource]:
+    """``crashmem://NAME`` registered for this test: set ``budget`` to crash after N batches."""
+    registry.register(CrashingSource.scheme, CrashingSource)
+    CrashingSource.budget = 0
+    return CrashingSource

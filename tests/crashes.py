@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 from vecmigrate.connectors.base import Partition, ScanBatch
 from vecmigrate.connectors.memory.connector import MemoryConnector
-from vecmigrate.connectors.registry import register
 
 
 class CrashingSource(MemoryConnector):
@@ -23,6 +22,3 @@ class CrashingSource(MemoryConnector):
                 raise RuntimeError("simulated crash")
             CrashingSource.budget -= 1
             yield sb
-
-
-register(CrashingSource.scheme, CrashingSource)

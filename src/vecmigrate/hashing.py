@@ -3,6 +3,8 @@
 A row hash mixes the id, every vector's float32 bits and every metadata value; the hash of a
 set of rows is the sum of its row hashes modulo 2**64, so it does not depend on order or on how
 rows were split into batches. These are checksums for detecting change, not cryptography.
+A copy's checkpoint sums hashes across runs, so the values of a scheme never change; a faster
+way to hash is a new scheme, and a checkpoint resumes with the scheme it began with.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pyarrow.compute as pc
 
 from vecmigrate.records import vectors_numpy
 
+HASH_SCHEME = 2  # how vectors are hashed; a checkpoint keeps the scheme its hashes were made by
+SCHEMES = (1, 2)
 _NULL = np.uint64(0x9E3779B97F4A7C15)
 HASH_CHUNK = 1 << 18  # bytes of text hashed at a time
 _M = np.uint64(0xBF58476D1CE4E5B9)
@@ -73,17 +77,33 @@ def _binary_hash(col: pa.Array) -> np.ndarray:
     return out
 
 
-def column_hash(col: pa.Array) -> np.ndarray:
+def _vector_hash(m: np.ndarray, scheme: int) -> np.ndarray:
+    """Hash each row's float32 bits by a weighted sum of its words.
+
+    Scheme 2 takes pairs of floats as uint64 words, summed mod 2**64: each weight is odd, so
+    changing any one word always changes the sum, and one uint64 product per two floats is ~5x
+    faster than scheme 1's two 32-bit products per float (numpy has no BLAS for integers).
+    """
+    m = np.ascontiguousarray(m, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        if scheme == 1:
+            bits = m.view(np.uint32)
+            w = _weights(2 * m.shape[1]).astype(np.uint32)
+            hi = (bits @ w[: m.shape[1]]).astype(np.uint64)
+            lo = (bits @ w[m.shape[1] :]).astype(np.uint64)
+            return (hi << np.uint64(32)) | lo
+        if m.shape[1] % 2:
+            m = np.concatenate([m, np.zeros((m.shape[0], 1), np.float32)], axis=1)
+        words = m.view(np.uint64)
+        out: np.ndarray = words @ _weights(words.shape[1])
+        return out
+
+
+def column_hash(col: pa.Array, scheme: int = HASH_SCHEME) -> np.ndarray:
     """A uint64 hash per value of one column."""
     t = col.type
     if pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type):
-        m = np.ascontiguousarray(vectors_numpy(col))
-        bits = m.view(np.uint32) if m.dtype == np.float32 else m.astype(np.float32).view(np.uint32)
-        w = _weights(2 * m.shape[1]).astype(np.uint32)
-        with np.errstate(over="ignore"):
-            hi = (bits @ w[: m.shape[1]]).astype(np.uint64)
-            lo = (bits @ w[m.shape[1] :]).astype(np.uint64)
-        h = (hi << np.uint64(32)) | lo
+        h = _vector_hash(vectors_numpy(col), scheme)
     elif pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t):
         h = _binary_hash(col)
     elif pa.types.is_integer(t) or pa.types.is_boolean(t):
@@ -103,20 +123,22 @@ def column_hash(col: pa.Array) -> np.ndarray:
     return h
 
 
-def row_hashes(batch: pa.RecordBatch, columns: list[str] | None = None) -> np.ndarray:
+def row_hashes(
+    batch: pa.RecordBatch, columns: list[str] | None = None, scheme: int = HASH_SCHEME
+) -> np.ndarray:
     """One uint64 per row over the named columns (all columns by default)."""
     names = columns if columns is not None else batch.schema.names
     total = np.zeros(batch.num_rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for name in names:
             salt = int(_binary_hash(pa.array([name]))[0])
-            total += _mix(column_hash(batch.column(name)), salt)
+            total += _mix(column_hash(batch.column(name), scheme), salt)
     return total
 
 
-def set_hash(batch: pa.RecordBatch) -> int:
+def set_hash(batch: pa.RecordBatch, scheme: int = HASH_SCHEME) -> int:
     """The order-independent hash of a batch's rows (sum of row hashes mod 2**64)."""
-    return int(row_hashes(batch).sum(dtype=np.uint64))
+    return int(row_hashes(batch, scheme=scheme).sum(dtype=np.uint64))
 
 
 def combine(a: int, b: int) -> int:

@@ -404,7 +404,9 @@ def test_workers_that_join_a_fresh_run_append_and_finalize_removes_resent_rows(
 
 
 @pytest.mark.parametrize("crash_after", [12, 20])
-def test_a_resumed_fresh_run_still_removes_duplicate_ids(tmp_path: Path, crash_after: int) -> None:
+def test_a_resumed_fresh_run_still_removes_duplicate_ids(
+    crashing_source: type[CrashingSource], tmp_path: Path, crash_after: int
+) -> None:
     """A fresh run appends; its checkpoint keeps that, so after a crash the resumed run
     (which re-sends the batches after the last checkpoint) still leaves each id once, also an
     id the source holds in two batches (the engine checks one batch at a time)."""
@@ -414,11 +416,11 @@ def test_a_resumed_fresh_run_still_removes_duplicate_ids(tmp_path: Path, crash_a
     ids[3_000] = ids[100]  # in batches 0 and 12 of 250 rows
     MemoryStore.put("src", spec, table.set_column(0, ID, pa.array(ids)))
     options = CopyOptions(state_dir=tmp_path / "state", batch_size=250, workers=1)
-    CrashingSource.budget = crash_after
+    crashing_source.budget = crash_after
     with pytest.raises(RuntimeError, match="simulated crash"):
-        copy(f"{CrashingSource.scheme}://src", _uri(tmp_path), options)
-    CrashingSource.budget = 10**9
-    result = copy(f"{CrashingSource.scheme}://src", _uri(tmp_path), options)
+        copy(f"{crashing_source.scheme}://src", _uri(tmp_path), options)
+    crashing_source.budget = 10**9
+    result = copy(f"{crashing_source.scheme}://src", _uri(tmp_path), options)
     assert result.resumed
     target = connect(_uri(tmp_path))
     assert target.count() == 6_999

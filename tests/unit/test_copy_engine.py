@@ -13,6 +13,7 @@ from vecmigrate.connectors import connect
 from vecmigrate.connectors.base import Partition
 from vecmigrate.connectors.memory.connector import MemoryConnector, MemoryStore
 from vecmigrate.connectors.registry import register
+from vecmigrate.engine import copy as copy_module
 from vecmigrate.engine.copy import CopyJob, CopyOptions, copy
 from vecmigrate.engine.ledger import Ledger
 from vecmigrate.errors import ConfigError, DataError, SchemaMismatch, TransientError
@@ -73,17 +74,17 @@ def test_transient_errors_are_retried(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("workers_first", "workers_then"), [(1, 3), (3, 1), (2, 2)])
 def test_resume_after_crash_never_duplicates_or_skips(
-    tmp_path: Path, workers_first: int, workers_then: int
+    crashing_source: type[CrashingSource], tmp_path: Path, workers_first: int, workers_then: int
 ) -> None:
     table = _source(7_000)
-    CrashingSource.budget = 9
+    crashing_source.budget = 9
     with pytest.raises(RuntimeError, match="simulated crash"):
         copy(
             "crashmem://src", "memory://dst", _opts(tmp_path, batch_size=250, workers=workers_first)
         )
     partial = _target_table().num_rows
     assert 0 < partial < 7_000
-    CrashingSource.budget = 10**9
+    crashing_source.budget = 10**9
     result = copy(
         "crashmem://src", "memory://dst", _opts(tmp_path, batch_size=400, workers=workers_then)
     )
@@ -93,16 +94,18 @@ def test_resume_after_crash_never_duplicates_or_skips(
     assert got.sort_by(ID).equals(table.sort_by(ID))
 
 
-def test_plan_is_persisted_before_writes_and_not_resampled(tmp_path: Path) -> None:
+def test_plan_is_persisted_before_writes_and_not_resampled(
+    crashing_source: type[CrashingSource], tmp_path: Path
+) -> None:
     _source(4_000)
-    CrashingSource.budget = 2
+    crashing_source.budget = 2
     with pytest.raises(RuntimeError):
         copy("crashmem://src", "memory://dst", _opts(tmp_path, batch_size=100, workers=1))
     ledger_file = next((tmp_path / "state").glob("copy-*.sqlite"))
     ledger = Ledger(ledger_file)
     first = [s.partition for s in ledger.states()]
     ledger.close()
-    CrashingSource.budget = 10**9
+    crashing_source.budget = 10**9
     copy("crashmem://src", "memory://dst", _opts(tmp_path, batch_size=100, workers=4))
     ledger = Ledger(ledger_file)
     assert [s.partition for s in ledger.states()] == first
@@ -223,3 +226,36 @@ def test_on_error_skip_sends_bad_rows_to_the_dead_letter_file(tmp_path: Path) ->
         (56, "id", "id is null"),
     }
     assert result.as_dict()["dead_letter"] == str(dead)
+
+
+def test_a_checkpoint_resumes_with_the_hash_scheme_it_began_with(
+    crashing_source: type[CrashingSource], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint made before hash schemes were recorded hashed with scheme 1: its resumed
+    run goes on with scheme 1, so the partial sums it kept still add up; a scheme this version
+    does not know is refused with what to do."""
+    table = _source(3_000)
+    crashing_source.budget = 4
+    with monkeypatch.context() as old_version, pytest.raises(RuntimeError, match="crash"):
+        old_version.setattr(copy_module, "HASH_SCHEME", 1)
+        copy("crashmem://src", "memory://dst", _opts(tmp_path, batch_size=250, workers=1))
+    ledger = Ledger(next((tmp_path / "state").glob("copy-*.sqlite")))
+    assert ledger.info("hash_scheme") == 1
+    ledger._db.execute("DELETE FROM meta WHERE key = 'hash_scheme'")  # as older versions left it
+    ledger.close()
+    crashing_source.budget = 10**9
+    result = copy("crashmem://src", "memory://dst", _opts(tmp_path, batch_size=400, workers=2))
+    assert result.resumed and result.rows == 3_000
+    want = sum(set_hash(b, scheme=1) for b in table.to_batches()) % 2**64
+    assert result.content_hash == f"{want:016x}"
+
+    fresh = copy("memory://src", "memory://dst", _opts(tmp_path / "new"))
+    want = sum(set_hash(b, scheme=2) for b in table.to_batches()) % 2**64
+    assert fresh.content_hash == f"{want:016x}"
+
+    ledger = Ledger(next((tmp_path / "new" / "state").glob("copy-*.sqlite")))
+    ledger.set("hash_scheme", "99")
+    ledger.set("status", "running")
+    ledger.close()
+    with pytest.raises(ConfigError, match=r"scheme 99.*--restart"):
+        copy("memory://src", "memory://dst", _opts(tmp_path / "new"))

@@ -52,8 +52,11 @@ def test_a_value_longer_than_a_chunk_hashes_as_one_value(monkeypatch: pytest.Mon
     )
 
 
+VALUE_SCHEME_2 = 9187049815326310102
+
+
 def test_known_values_do_not_change(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ledgers keep partial hashes across runs and versions: the values must never change."""
+    """Ledgers keep partial hashes across runs and versions: a scheme's values never change."""
     texts = pa.array(["doc-000000001", "", None, "é" * 40])
     vectors = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(8, dtype=np.float32) / 7), 4)
     batch = pa.RecordBatch.from_pydict(
@@ -67,4 +70,22 @@ def test_known_values_do_not_change(monkeypatch: pytest.MonkeyPatch) -> None:
             11400714819323198485,
             7004818030289795442,
         ]
-        assert hashing.set_hash(batch) == 18388262058619214907
+        assert hashing.set_hash(batch, scheme=1) == 18388262058619214907
+        assert hashing.set_hash(batch, scheme=2) == VALUE_SCHEME_2
+
+
+def test_any_change_to_a_vector_changes_its_hash() -> None:
+    """Scheme 2 sums uint64 words (two floats each) with odd weights: no single change of a
+    word cancels; odd dimensions hash their last float too."""
+    rng = np.random.default_rng(1)
+    for dim in (1, 3, 8, 768):
+        m = rng.standard_normal((50, dim)).astype(np.float32)
+        base = hashing._vector_hash(m, 2)
+        assert len(set(base.tolist())) == 50
+        for col in {0, dim - 1, dim // 2}:
+            for value in (np.float32(-0.0), np.nextafter(m[7, col], np.float32(np.inf))):
+                changed = m.copy()
+                changed[7, col] = value
+                got = hashing._vector_hash(changed, 2)
+                assert got[7] != base[7]
+                assert np.array_equal(np.delete(got, 7), np.delete(base, 7))

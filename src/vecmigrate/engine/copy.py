@@ -33,7 +33,7 @@ from vecmigrate.engine.ledger import Ledger, PartitionState
 from vecmigrate.engine.mapping import MappingReport, map_spec
 from vecmigrate.engine.transforms import BatchTransform, shape_for_run, to_target
 from vecmigrate.errors import ConfigError, DataError, TransientError, Unsupported
-from vecmigrate.hashing import combine, set_hash
+from vecmigrate.hashing import HASH_SCHEME, SCHEMES, combine, set_hash
 from vecmigrate.records import check_batch, conform, row_problems
 from vecmigrate.spec import CollectionSpec
 from vecmigrate.uri import ConnectorURI
@@ -211,6 +211,7 @@ class _Run:
     run_id: str
     spec: CollectionSpec
     target_spec: CollectionSpec
+    hash_scheme: int = HASH_SCHEME  # the checkpoint's (a resumed run keeps its first one's)
 
 
 class _InFlight:
@@ -302,6 +303,7 @@ class CopyJob:
                 "source_count": count,
                 "target_spec": target_spec.to_dict(),
                 "mapping": report.as_dict(),
+                "hash_scheme": HASH_SCHEME,
             },
         )
         log.info("planned %d partitions for %s rows", len(partitions), count)
@@ -352,7 +354,7 @@ class CopyJob:
             self._hand_over(ledger, target, run_id, resumed=resumed)
             pending = [s for s in ledger.states() if not s.done]
             self.progress.start(ledger.info("source_count"), rows_before_run)
-            run = _Run(source, target, run_id, spec, target_spec)
+            run = _Run(source, target, run_id, spec, target_spec, self._hash_scheme(ledger))
             try:
                 if self.options.executor == "ray":
                     from vecmigrate.engine.ray_executor import copy_on_ray
@@ -396,6 +398,18 @@ class CopyJob:
             access=access,
             phases_s=dict(self._phases),
         )
+
+    @staticmethod
+    def _hash_scheme(ledger: Ledger) -> int:
+        """How this run hashes rows: as the checkpoint began (1 before schemes were kept)."""
+        scheme = ledger.info("hash_scheme") or 1
+        if scheme not in SCHEMES:
+            raise ConfigError(
+                f"checkpoint {ledger.path} hashes rows by scheme {scheme}, which this version "
+                "of vecmigrate does not know; resume it with the version that began it, or "
+                "use --restart"
+            )
+        return int(scheme)
 
     @staticmethod
     def _hand_over(ledger: Ledger, target: Connector, run_id: str, *, resumed: bool) -> None:
@@ -518,7 +532,7 @@ class CopyJob:
                 self._dead_letter_rejected(sb, state.partition, rows_done)
             batch = self._checked(sb.batch, run.spec, state.partition, rows_done)
             skipped = read_rows - batch.num_rows
-            content_hash = combine(content_hash, set_hash(batch))
+            content_hash = combine(content_hash, set_hash(batch, run.hash_scheme))
             out = self._transformed(batch, run)
             skipped += batch.num_rows - out.num_rows  # rows the transform dead-lettered
             step = max_batch or out.num_rows or 1

@@ -44,6 +44,7 @@ class SliceWorker:
         self.source, self.target, self.options = source, target, options
         self.run_id: str = run["run_id"]
         self.handoff: dict[str, Any] = run.get("handoff") or {}
+        self.hash_scheme: int = run["hash_scheme"]
         self._connectors: tuple[Any, Any] | None = None  # (source, target), kept across slices
         self.spec = CollectionSpec.from_json(run["spec"])
         self.target_spec = CollectionSpec.from_json(run["target_spec"])
@@ -91,7 +92,7 @@ class SliceWorker:
             self._connectors = (src, dst)
         src, dst = self._connectors
         try:
-            stream = _Run(src, dst, self.run_id, self.spec, self.target_spec)
+            stream = _Run(src, dst, self.run_id, self.spec, self.target_spec, self.hash_scheme)
             ps = PartitionState(
                 index=state["index"],
                 partition=Partition.from_json(state["partition"]),
@@ -176,6 +177,7 @@ def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState
         "spec": run.spec.to_json(),
         "target_spec": run.target_spec.to_json(),
         "handoff": run.target.handoff(),
+        "hash_scheme": run.hash_scheme,
     }
     recipe = transform.recipe() if transform is not None else None
     source, target = job.source_uri.redacted(), job.target_uri.redacted()
