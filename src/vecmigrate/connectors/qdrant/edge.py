@@ -73,7 +73,7 @@ class EdgeShards:
 class QdrantEdgeConnector(QdrantBase):
     scheme: ClassVar[str] = "qdrant+edge"
     capabilities: ClassVar[Capabilities] = replace(QDRANT_CAPABILITIES, aliases=False)
-    dense_rows = "numpy"  # the edge takes float32 rows as they are
+    dense_rows = "buffer"  # the edge takes float32 rows as buffers (see points.to_points)
 
     def __init__(self, uri: ConnectorURI) -> None:
         super().__init__(uri)
