@@ -1,7 +1,7 @@
 """LanceDB -> LanceDB copy rate by executor (local, Ray on local CPUs) and worker count.
 
     python benchmarks/ray_scaling.py --source 'lancedb:///abs/dir?table=items' \
-        [--workers 1,2] [--batch-size 10000]
+        [--workers 1,2] [--batch-size 10000] [--out ray_scaling]
 
 Each copy is ``copy_lancedb.our_copy``: its own ``vecmigrate copy`` process into a fresh
 table, after ``os.sync()``, rated without its ``connect`` phase (``_common.copy_rate``); on Ray
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--source", required=True)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--out", default="ray_scaling", help="result name: results/OUT.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vm-ray-"))
     started = os.getloadavg()
@@ -47,7 +48,7 @@ def main() -> None:
     for r in runs:
         print(r, flush=True)
     path = write_result(
-        "ray_scaling",
+        args.out,
         {
             "source": args.source,
             "cpus": os.cpu_count(),

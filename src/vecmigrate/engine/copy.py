@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +37,9 @@ from vecmigrate.hashing import HASH_SCHEME, SCHEMES, combine, set_hash
 from vecmigrate.records import check_batch, conform, row_problems
 from vecmigrate.spec import CollectionSpec
 from vecmigrate.uri import ConnectorURI
+
+if TYPE_CHECKING:
+    from vecmigrate.engine.ray_executor import RayLaunch
 
 log = logging.getLogger("vecmigrate.copy")
 T = TypeVar("T")
@@ -269,6 +272,7 @@ class CopyJob:
         self.progress: Progress = progress or _NoProgress()
         self._stop = threading.Event()
         self._phases: dict[str, float] = {}
+        self._launch: RayLaunch | None = None  # Ray's start-up, begun before connecting
         self._dead_lock = threading.Lock()
         self._inflight = _InFlight(self.options.inflight_bytes)
 
@@ -318,14 +322,24 @@ class CopyJob:
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             self.dead_letter_path().unlink(missing_ok=True)  # its lines belong to the old run
         ledger = Ledger(path)
-        source = connect(self.source_uri)
-        target = connect(self.target_uri)
-        self._phases = {"connect": time.monotonic() - started}  # imports the clients
         try:
-            return self._run(ledger, source, target, started)
+            if self.options.executor == "ray" and ledger.get("status") != "done":
+                from vecmigrate.engine.ray_executor import RayLaunch
+
+                self._launch = RayLaunch(self)  # its actors start while this process plans
+            connecting = time.monotonic()
+            source = connect(self.source_uri)
+            target = connect(self.target_uri)
+            self._phases = {"connect": time.monotonic() - connecting}  # imports the clients
+            try:
+                return self._run(ledger, source, target, started)
+            finally:
+                source.close()
+                target.close()
         finally:
-            source.close()
-            target.close()
+            if self._launch is not None:
+                self._launch.close()
+                self._launch = None
             ledger.close()
 
     def _run(
@@ -355,18 +369,20 @@ class CopyJob:
             pending = [s for s in ledger.states() if not s.done]
             self.progress.start(ledger.info("source_count"), rows_before_run)
             run = _Run(source, target, run_id, spec, target_spec, self._hash_scheme(ledger))
+            waited = 0.0  # for Ray's actors to be ready, after planning
             try:
                 if self.options.executor == "ray":
                     from vecmigrate.engine.ray_executor import copy_on_ray
 
-                    copy_on_ray(self, ledger, run, pending)
+                    assert self._launch is not None
+                    waited = copy_on_ray(self, ledger, run, pending, self._launch)
                 else:
                     self._copy_partitions(ledger, run, pending)
             finally:
                 self.progress.finish()
             if self._stop.is_set():
                 raise KeyboardInterrupt
-            mark = self._phase("stream", mark + self._phases.get("ray_start", 0.0))
+            mark = self._phase("stream", mark + waited)  # Ray's start-up is its own phase
             self._retry(lambda: target.finalize(target_spec))
             mark = self._phase("finalize", mark)
             ledger.set("status", "done")

@@ -7,13 +7,15 @@ slices in flight, which are re-sent from the committed cursor and absorbed by id
 and a run can move between the local and the Ray executor at any point.
 
 A transform (re-embedding) is rebuilt once in each actor from its recipe and kept for every
-slice the actor copies, so a model loads once per actor, not once per slice. Connections to
-the source and target are opened per slice, so a slice's writes are closed (flushed) before
-the driver commits it.
+slice the actor copies, so a model loads once per actor, not once per slice. The actors are
+started before the driver connects and plans (``RayLaunch``), so their imports overlap the
+driver's; they keep their connections across slices (each write is committed when ``upsert``
+returns) and reconnect after a failed one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -36,32 +38,49 @@ class SliceWorker:
         source: str,
         target: str,
         options: dict[str, Any],
-        run: dict[str, Any],
         recipe: Callable[[], PortableTransform] | None,
     ) -> None:
-        from vecmigrate.spec import CollectionSpec
+        """Started before the driver has planned: imports the clients (``connect``) and builds
+        the transform; ``begin`` then gives it the run."""
+        from vecmigrate.connectors.registry import connect
 
         self.source, self.target, self.options = source, target, options
-        self.run_id: str = run["run_id"]
-        self.handoff: dict[str, Any] = run.get("handoff") or {}
-        self.hash_scheme: int = run["hash_scheme"]
+        self.run_id = ""
+        self.handoff: dict[str, Any] = {}
+        self.hash_scheme = 0
+        self.spec: Any = None
+        self.target_spec: Any = None
         self._connectors: tuple[Any, Any] | None = None  # (source, target), kept across slices
-        self.spec = CollectionSpec.from_json(run["spec"])
-        self.target_spec = CollectionSpec.from_json(run["target_spec"])
         self.slices = 0
         self._reported: dict[str, float] = {}
         self._failed: Exception | None = None  # raised by the first slice, with its type kept
         self.transform: PortableTransform | None = None
         try:
+            self._connectors = (connect(source), connect(target))
             self.transform = recipe() if recipe is not None else None
+        except Exception as exc:
+            self._failed = exc
+            self.close()
+
+    def begin(self, run: dict[str, Any]) -> bool:
+        """The run to write for (planned by the driver); answers once the actor is ready."""
+        from vecmigrate.spec import CollectionSpec
+
+        self.run_id = run["run_id"]
+        self.handoff = run.get("handoff") or {}
+        self.hash_scheme = run["hash_scheme"]
+        self.spec = CollectionSpec.from_json(run["spec"])
+        self.target_spec = CollectionSpec.from_json(run["target_spec"])
+        if self._failed is not None:
+            return True
+        try:
+            if self._connectors is not None:
+                self._connectors[1].join(self.run_id, self.handoff)
             if self.transform is not None:
                 shape_for_run(self.transform, self.spec, self.target_spec)  # loads a model here
         except Exception as exc:
             self._failed = exc
             self.close()
-
-    def ready(self) -> bool:
-        """Answers once the actor is up (its constructor ran)."""
         return True
 
     def copy_slice(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +105,7 @@ class SliceWorker:
             progress["read"] += rows + skipped
             progress["hash"] = content_hash
 
-        if self._connectors is None:
+        if self._connectors is None:  # a slice failed: start again from fresh connections
             src, dst = connect(job.source_uri), connect(job.target_uri)
             dst.join(self.run_id, self.handoff)
             self._connectors = (src, dst)
@@ -143,35 +162,62 @@ def _ray() -> Any:
     return ray
 
 
-def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState]) -> None:
-    """Drive ``pending`` partitions through Ray actors, committing each slice in the ledger."""
-    ray = _ray()
-    transform = job.options.transform
-    if transform is not None and not isinstance(transform, PortableTransform):
-        raise ConfigError(
-            f"--executor ray cannot run {type(transform).__name__} in its workers: "
-            "use --executor local"
-        )
+class RayLaunch:
+    """Ray's start-up, begun before the driver connects and plans: the cluster (unless one is
+    up already) and one actor per worker, which import the clients meanwhile."""
+
+    def __init__(self, job: Any) -> None:
+        ray = _ray()
+        transform = job.options.transform
+        if transform is not None and not isinstance(transform, PortableTransform):
+            raise ConfigError(
+                f"--executor ray cannot run {type(transform).__name__} in its workers: "
+                "use --executor local"
+            )
+        started = time.monotonic()
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+            if job.options.ray_address:
+                kwargs["address"] = job.options.ray_address
+            else:
+                kwargs["num_cpus"] = job.options.workers
+                kwargs["include_dashboard"] = False
+            ray.init(**kwargs)
+        options = {
+            "batch_size": job.options.batch_size,
+            "workers": 1,
+            "max_attempts": job.options.max_attempts,
+            "retry_wait": job.options.retry_wait,
+            "prefetch": job.options.prefetch,
+            "on_error": job.options.on_error,
+            "dead_letter": str(job.dead_letter_path()),
+        }
+        recipe = transform.recipe() if transform is not None else None
+        source, target = job.source_uri.redacted(), job.target_uri.redacted()
+        worker = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(SliceWorker)
+        self.ray = ray
+        self.actors = [
+            worker.remote(source, target, options, recipe) for _ in range(job.options.workers)
+        ]
+        self.init_s = time.monotonic() - started  # the driver waited this long
+
+    def close(self) -> None:
+        """End every actor (those a run used are closed first by the run)."""
+        for actor in self.actors:
+            with contextlib.suppress(Exception):  # already ended by the run
+                self.ray.kill(actor, no_restart=True)
+        self.actors = []
+
+
+def copy_on_ray(
+    job: Any, ledger: Ledger, run: Any, pending: list[PartitionState], launch: RayLaunch
+) -> float:
+    """Drive ``pending`` partitions through the launched actors, committing each slice;
+    returns the seconds spent waiting for the actors to be ready."""
     if not pending:
-        return
+        return 0.0
     started = time.monotonic()
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
-        if job.options.ray_address:
-            kwargs["address"] = job.options.ray_address
-        else:
-            kwargs["num_cpus"] = job.options.workers
-            kwargs["include_dashboard"] = False
-        ray.init(**kwargs)
-    options = {
-        "batch_size": job.options.batch_size,
-        "workers": 1,
-        "max_attempts": job.options.max_attempts,
-        "retry_wait": job.options.retry_wait,
-        "prefetch": job.options.prefetch,
-        "on_error": job.options.on_error,
-        "dead_letter": str(job.dead_letter_path()),
-    }
+    ray, transform = launch.ray, job.options.transform
     shared = {
         "run_id": run.run_id,
         "spec": run.spec.to_json(),
@@ -179,21 +225,17 @@ def copy_on_ray(job: Any, ledger: Ledger, run: Any, pending: list[PartitionState
         "handoff": run.target.handoff(),
         "hash_scheme": run.hash_scheme,
     }
-    recipe = transform.recipe() if transform is not None else None
-    source, target = job.source_uri.redacted(), job.target_uri.redacted()
-    worker = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(SliceWorker)
-    actors = [
-        worker.remote(source, target, options, shared, recipe)
-        for _ in range(min(job.options.workers, len(pending)))
-    ]
+    actors = launch.actors[: len(pending)]
     clean = False
     try:
-        ray.get([a.ready.remote() for a in actors])  # started: processes up, clients imported
-        job.phases["ray_start"] = time.monotonic() - started
+        ray.get([a.begin.remote(shared) for a in actors])  # processes up, clients imported
+        waited = time.monotonic() - started
+        job.phases["ray_start"] = launch.init_s + waited
         _drive(ray, job, ledger, actors, pending, transform)
         clean = True
     finally:
         _release(ray, actors, transform, clean=clean)
+    return waited
 
 
 def _drive(
