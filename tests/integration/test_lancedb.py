@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -445,6 +446,23 @@ def test_duplicate_ids_of_a_large_table_are_found_on_disk_partitions(
     conn.finalize(spec)
     assert conn.count() == 600
     _assert_holds(conn, again)
+
+
+def test_appends_from_several_threads_at_once_all_land(tmp_path: Path) -> None:
+    """Appends do not wait for each other (Lance retries a commit on the newer version)."""
+    spec = make_spec(dim=8)
+    conn = _fresh_run(tmp_path, spec)
+    batches = [make_batch(spec, s, 100) for s in range(0, 2_000, 100)]
+
+    def write(part: int) -> None:
+        for i in range(part, len(batches), 4):
+            conn.upsert(batches[i], WriteToken("run-1", part, i * 100))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, range(4)))
+    conn.finalize(spec)
+    assert conn.count() == 2_000
+    _assert_holds(conn, pa.concat_batches(batches))
 
 
 def test_failed_append_switches_to_merge(tmp_path: Path) -> None:

@@ -267,7 +267,10 @@ class LanceDBConnector(Connector):
         self._spec: CollectionSpec | None = None
         self._metric_known = True
         self._lock = threading.Lock()
-        self._write_lock = threading.Lock()  # one write at a time: Lance commits one by one
+        # one merge at a time (concurrent merges of one table conflict); appends do not take
+        # it: Lance commits concurrent appends by retrying on the newer version, and their
+        # encoding then runs in parallel (1M x 768, 2 workers: 61-76k -> 83-94k rows/s)
+        self._merge_lock = threading.Lock()
         self._read_lock = threading.Lock()  # one read at a time: each holds several times its size
         self._buffers = _VectorBuffers()
         self._run_id: str | None = None
@@ -640,19 +643,17 @@ class LanceDBConnector(Connector):
             records = records.rename_columns(self._source_columns(spec))
         table = self._latest()
         try:
-            with (
-                self._write_lock,
-                lance_errors(f"write {records.num_rows} rows to {self._where()}"),
-            ):
+            with lance_errors(f"write {records.num_rows} rows to {self._where()}"):
                 if append:
                     table.add(records)
                 else:
-                    (
-                        table.merge_insert(self.config.id_column)
-                        .when_matched_update_all()
-                        .when_not_matched_insert_all()
-                        .execute(records)
-                    )
+                    with self._merge_lock:
+                        (
+                            table.merge_insert(self.config.id_column)
+                            .when_matched_update_all()
+                            .when_not_matched_insert_all()
+                            .execute(records)
+                        )
         except BaseException:
             with self._lock:
                 self._fresh = False  # a failed add may still have committed: merge from now on
