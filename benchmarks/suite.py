@@ -2,11 +2,15 @@
 
     python benchmarks/suite.py [--rows 100000] [--dim 768]
         [--pairs lancedb-lancedb,pgvector-pgvector,pgvector-qdrant_edge] [--ray] [--vdf-io]
+        [--repeat 1]
 
 For each SOURCE-TARGET pair: build the source (float32 vectors, an id, a document and two
 metadata fields) with the system's own fast path; measure the raw floors (the source's
 fastest full read, the target's fastest write of the same rows); run ``vecmigrate copy`` in a
-fresh interpreter (wall time, peak RSS); ratio = copy rate / min(raw read, raw write). Then,
+fresh interpreter (wall time, peak RSS); ratio = copy rate / min(raw read, raw write). With
+``--repeat N`` the raw write and the copy run N times, alternated (the machine's speed drifts:
+a floor measured once swung by 40 % between runs here), and the ratio is the median of the N
+adjacent pairs; the table shows the median pair, the JSON every pair. Then,
 from the first pair: export/import through parquet, jsonl and csv, ``validate`` of the copied
 pair, and with ``--ray`` the Ray executor (2 local CPUs) against the local one. With
 ``--vdf-io``, the same pairs through vdf-io's export + import (benchmarks/vdfio.py; skipped with
@@ -25,6 +29,7 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 import struct
 import sys
 import tempfile
@@ -41,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import RESULTS, measured, write_result  # noqa: E402
+from _common import RESULTS, measured, settle, write_result  # noqa: E402
 from _common import copy_rate as summary_copy_rate  # noqa: E402
 from tests.datagen import make_batch, make_spec  # noqa: E402
 
@@ -187,6 +192,17 @@ class Systems:
             shard.close()
 
     # raw writes ---------------------------------------------------------------------
+    def drop(self, system: str, name: str) -> None:
+        """Remove collection ``name`` if it is there (before a repeated write or copy)."""
+        if system == "pgvector":
+            import psycopg
+            from psycopg import sql
+
+            with psycopg.connect(**self.pg.connect_kwargs(), autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+        else:
+            shutil.rmtree(self.work / name, ignore_errors=True)
+
     def raw_write(self, system: str, name: str, spec: CollectionSpec, rows: int) -> float:
         """Rows/s of the system's fastest write of the collection (generation excluded)."""
         data = list(batches(spec, rows))
@@ -343,16 +359,23 @@ def run_pair(sys_: Systems, pair: str, spec: CollectionSpec, args: argparse.Name
     tag = pair.replace("-", "_")
     source = sys_.create_source(src, f"src_{tag}", spec, args.rows)
     read = timed(lambda: sys_.raw_read(src, f"src_{tag}", args.dim))
-    write = sys_.raw_write(dst, f"raw_{tag}", spec, args.rows)
     target = sys_.uri(dst, f"dst_{tag}")
-    copy = run_cli(
-        cli("copy", source, target, "--json", "--quiet", "--state-dir",
-            str(sys_.work / f"state_{tag}"), "--workers", str(args.workers),
-            "--batch-size", str(args.batch_size)),
-        args.rows,
-    )  # fmt: skip
-    floor = min(read, write)
-    ratio = copy_rate(copy) / floor
+    writes: list[float] = []
+    copies: list[dict[str, Any]] = []
+    for _ in range(args.repeat):  # alternated (raw write, copy) pairs: both meet the same moment
+        sys_.drop(dst, f"raw_{tag}")
+        sys_.drop(dst, f"dst_{tag}")
+        settle()
+        writes.append(sys_.raw_write(dst, f"raw_{tag}", spec, args.rows))
+        settle()
+        cmd = cli("copy", source, target, "--json", "--quiet", "--restart", "--state-dir",
+                  str(sys_.work / f"state_{tag}"), "--workers", str(args.workers),
+                  "--batch-size", str(args.batch_size))  # fmt: skip
+        copies.append(run_cli(cmd, args.rows))
+    ratios = [copy_rate(c) / min(read, w) for c, w in zip(copies, writes, strict=True)]
+    ratio = statistics.median(ratios)
+    at = ratios.index(sorted(ratios)[(len(ratios) - 1) // 2])  # the median pair (lower middle)
+    write, copy = writes[at], copies[at]
     return {
         "pair": pair,
         "source": src,
@@ -363,6 +386,15 @@ def run_pair(sys_: Systems, pair: str, spec: CollectionSpec, args: argparse.Name
         "raw_write_rows_per_s": round(write, 1),
         "copy": copy,
         "ratio": round(ratio, 3),
+        "repeats": [
+            {
+                "raw_write_rows_per_s": round(w, 1),
+                "copy_rows_per_s": copy_rate(c),
+                "ratio": round(r, 3),
+                "peak_rss_mb": c["peak_rss_mb"],
+            }
+            for w, c, r in zip(writes, copies, ratios, strict=True)
+        ],
         "goals": {
             "copy>=0.9x_min_raw": ratio >= COPY_RATIO_GOAL,
             "peak_rss<=512MB": copy["peak_rss_mb"] <= RSS_GOAL_MB,
@@ -564,6 +596,9 @@ def main() -> int:
     parser.add_argument("--vdf-io", action="store_true", help="also time vdf-io on the pairs")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=5_000)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="alternated (raw write, copy) pairs per pair"
+    )
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument(
         "--copy-only",
