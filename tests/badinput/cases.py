@@ -384,6 +384,22 @@ def _jsonl_record_not_an_object(ctx: Context) -> Run:
     return import_run(ctx, folder, shard.name, "row 2", "expected a JSON object, got an array")
 
 
+@case("jsonl_first_record_null")
+def _jsonl_first_record_null(ctx: Context) -> Run:
+    """A first line of ``null`` crashed Arrow's JSON reader (a segfault in pyarrow 26)."""
+    folder, shard = shard_dataset(ctx, "jsonl")
+    edit_lines(folder, shard, 0, lambda r: "null")
+    return import_run(ctx, folder, shard.name, "row 0", "expected a JSON object, got null")
+
+
+@case("jsonl_record_null_after_others")
+def _jsonl_record_null_after_others(ctx: Context) -> Run:
+    """Arrow's reader took a later ``null`` line for a record of nulls."""
+    folder, shard = shard_dataset(ctx, "jsonl")
+    edit_lines(folder, shard, 3, lambda r: "null")
+    return import_run(ctx, folder, shard.name, "row 3", "expected a JSON object, got null")
+
+
 @case("jsonl_unknown_field")
 def _jsonl_unknown_field(ctx: Context) -> Run:
     folder, shard = shard_dataset(ctx, "jsonl")

@@ -41,6 +41,8 @@ ROW_LEVEL = {
     "parquet_metadata_of_wrong_type": (0, 6),
     "jsonl_malformed_line": (5, 1),
     "jsonl_record_not_an_object": (5, 1),
+    "jsonl_first_record_null": (5, 1),
+    "jsonl_record_null_after_others": (5, 1),
     "jsonl_unknown_field": (5, 1),
     "jsonl_metadata_of_wrong_type": (5, 1),
     "jsonl_mixed_dimensions": (5, 1),

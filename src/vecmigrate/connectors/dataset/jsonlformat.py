@@ -146,10 +146,19 @@ class JsonlCodec(ShardCodec):
         first_row: int,
     ) -> pa.RecordBatch:
         for i, line in enumerate(lines):
+            if line[:1] == b"{":
+                continue
             if not line.strip():
                 raise DataError(
                     f"empty line (line {first_row + i + 1})", file=label, row=first_row + i
                 )
+            if not line.lstrip().startswith(b"{"):
+                # a record is an object; and Arrow's JSON reader must never see another
+                # value first: a first line of `null` crashes it (pyarrow 26, segfault)
+                raise _diagnose(
+                    [line], schema, label=label, first_row=first_row + i,
+                    exc=ValueError("not a JSON object"),
+                )  # fmt: skip
         data = b"".join(lines)
         try:
             table = pj.read_json(
