@@ -24,14 +24,22 @@ def _opts(tmp_path: Path, **kw: object) -> CopyOptions:
 
 
 def _watch_inflight(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the job's in-flight byte count after every change."""
+    """Record the in-flight byte count of jobs made from now on after every change (not of
+    a job another test left running: its threads could still be counting)."""
     seen: list[int] = []
-    add = copy_module._InFlight.add
+    mine: set[int] = set()
+    init, add = copy_module._InFlight.__init__, copy_module._InFlight.add
+
+    def made(self: copy_module._InFlight, limit: int) -> None:
+        init(self, limit)
+        mine.add(id(self))
 
     def watched(self: copy_module._InFlight, held: list[int], nbytes: int) -> None:
         add(self, held, nbytes)
-        seen.append(self.used)
+        if id(self) in mine:
+            seen.append(self.used)
 
+    monkeypatch.setattr(copy_module._InFlight, "__init__", made)
     monkeypatch.setattr(copy_module._InFlight, "add", watched)
     return seen
 

@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -542,29 +542,32 @@ class CopyJob:
         reader = self._prefetch(
             run.source, state.partition, state.cursor, self.batch_rows(run.spec)
         )
-        for batches, sb in enumerate(reader, start=1):
-            read_rows = sb.consumed
-            if sb.rejected:
-                self._dead_letter_rejected(sb, state.partition, rows_done)
-            batch = self._checked(sb.batch, run.spec, state.partition, rows_done)
-            skipped = read_rows - batch.num_rows
-            content_hash = combine(content_hash, set_hash(batch, run.hash_scheme))
-            out = self._transformed(batch, run)
-            skipped += batch.num_rows - out.num_rows  # rows the transform dead-lettered
-            step = max_batch or out.num_rows or 1
-            for offset in range(0, out.num_rows, step):
-                self._write(
-                    run,
-                    out.slice(offset, step),
-                    WriteToken(run.run_id, state.index, rows_done + offset),
-                )
-            rows_done += read_rows
-            commit(sb.cursor, out.num_rows, content_hash, skipped)
-            del sb, batch, out  # freed before the reader counts the next batch against the job
-            if self._stop.is_set():
-                raise _Stopped
-            if max_batches is not None and batches >= max_batches:
-                return False
+        try:  # closed at once on an error too (not when the traceback is collected)
+            for batches, sb in enumerate(reader, start=1):
+                read_rows = sb.consumed
+                if sb.rejected:
+                    self._dead_letter_rejected(sb, state.partition, rows_done)
+                batch = self._checked(sb.batch, run.spec, state.partition, rows_done)
+                skipped = read_rows - batch.num_rows
+                content_hash = combine(content_hash, set_hash(batch, run.hash_scheme))
+                out = self._transformed(batch, run)
+                skipped += batch.num_rows - out.num_rows  # rows the transform dead-lettered
+                step = max_batch or out.num_rows or 1
+                for offset in range(0, out.num_rows, step):
+                    self._write(
+                        run,
+                        out.slice(offset, step),
+                        WriteToken(run.run_id, state.index, rows_done + offset),
+                    )
+                rows_done += read_rows
+                commit(sb.cursor, out.num_rows, content_hash, skipped)
+                del sb, batch, out  # freed before the reader counts the next batch against the job
+                if self._stop.is_set():
+                    raise _Stopped
+                if max_batches is not None and batches >= max_batches:
+                    return False
+        finally:
+            reader.close()  # stops its reader thread and releases its in-flight bytes
         return True
 
     def batch_rows(self, spec: CollectionSpec) -> int:
@@ -679,7 +682,7 @@ class CopyJob:
     # -- reading ------------------------------------------------------------------------
     def _prefetch(
         self, source: Connector, partition: Partition, cursor: str | None, rows: int
-    ) -> Iterator[ScanBatch]:
+    ) -> Generator[ScanBatch, None, None]:
         """Scan in a reader thread through a bounded queue; re-open on transient errors.
 
         A batch counts against the job's in-flight bytes from before it is read until the
