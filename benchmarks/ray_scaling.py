@@ -24,6 +24,13 @@ from _common import write_result
 from copy_lancedb import our_copy
 
 
+def _described(source: str) -> str:
+    """The source URI with its folder reduced to its last part (no machine paths in results)."""
+    scheme, _, rest = source.partition("://")
+    path, sep, query = rest.partition("?")
+    return f"{scheme}://.../{path.rstrip('/').rsplit('/', 1)[-1]}{sep}{query}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", required=True)
@@ -50,7 +57,7 @@ def main() -> None:
     path = write_result(
         args.out,
         {
-            "source": args.source,
+            "source": _described(args.source),
             "cpus": os.cpu_count(),
             "loadavg_start": [round(x, 2) for x in started],
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
