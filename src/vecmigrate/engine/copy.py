@@ -214,7 +214,7 @@ class _Run:
     run_id: str
     spec: CollectionSpec
     target_spec: CollectionSpec
-    hash_scheme: int = HASH_SCHEME  # the checkpoint's (a resumed run keeps its first one's)
+    hash_scheme: int  # the checkpoint's (a resumed run keeps its first one's)
 
 
 class _InFlight:
@@ -376,6 +376,7 @@ class CopyJob:
 
                     assert self._launch is not None
                     waited = copy_on_ray(self, ledger, run, pending, self._launch)
+                    self._phases["ray_start"] = self._launch.init_s + waited
                 else:
                     self._copy_partitions(ledger, run, pending)
             finally:

@@ -230,7 +230,6 @@ def copy_on_ray(
     try:
         ray.get([a.begin.remote(shared) for a in actors])  # processes up, clients imported
         waited = time.monotonic() - started
-        job.phases["ray_start"] = launch.init_s + waited
         _drive(ray, job, ledger, actors, pending, transform)
         clean = True
     finally:

@@ -123,6 +123,13 @@ class PointColumns:
     payloads: list[dict[str, Any]]
 
 
+def buffer_rows(matrix: np.ndarray) -> list[memoryview]:
+    """The rows of an n x dim matrix as float32 memoryviews into one contiguous copy."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    flat, dim = matrix.reshape(-1).data, matrix.shape[1]
+    return [flat[i * dim : (i + 1) * dim] for i in range(len(matrix))]
+
+
 def to_points(
     batch: pa.RecordBatch, layout: PointLayout, *, dense_rows: str = "list"
 ) -> PointColumns:
@@ -140,9 +147,7 @@ def to_points(
                 for v in col.to_pylist()
             ]
         elif dense_rows == "buffer":
-            matrix = np.ascontiguousarray(vectors_numpy(col), dtype=np.float32)
-            flat, dim = matrix.reshape(-1).data, matrix.shape[1]
-            vectors[qname] = [flat[i * dim : (i + 1) * dim] for i in range(len(matrix))]
+            vectors[qname] = buffer_rows(vectors_numpy(col))
         else:
             vectors[qname] = vectors_numpy(col).tolist()
     names: list[str] = []
