@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -259,3 +260,35 @@ def test_a_checkpoint_resumes_with_the_hash_scheme_it_began_with(
     ledger.close()
     with pytest.raises(ConfigError, match=r"scheme 99.*--restart"):
         copy("memory://src", "memory://dst", _opts(tmp_path / "new"))
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        ("memory://dst", "memory:// collection lives in the process"),
+        ("faiss://{tmp}/f.index", "FAISS index is held in one process"),
+        ("qdrant+edge://{tmp}/edge", "WAL is locked"),
+        ("qdrant+local://{tmp}/q?collection=items", "qdrant://"),
+        ("milvus+lite://{tmp}/m.db?collection=items", "milvus://"),
+        ("chroma://{tmp}/c?collection=items", "chroma+http://"),
+    ],
+)
+def test_ray_refuses_a_collection_one_process_holds_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, says: str
+) -> None:
+    """Worker processes could not open it (or, for Chroma, would corrupt it): refused up front,
+    before Ray starts or anything is written."""
+    from vecmigrate.engine import ray_executor
+
+    def no_ray(*_: object) -> None:
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(ray_executor, "RayLaunch", no_ray)
+    _source(200)
+    target = target.format(tmp=tmp_path)
+    with pytest.raises(ConfigError, match="--executor ray") as err:
+        copy("memory://src", target, _opts(tmp_path, executor="ray"))
+    assert "source" in str(err.value) and "memory://" in str(err.value)  # the source first
+    with pytest.raises(ConfigError, match=f"target in every worker.*{re.escape(says)}"):
+        copy(f"parquet://{tmp_path / 'src-ds'}", target, _opts(tmp_path, executor="ray"))
+    assert not (tmp_path / "f.index").exists() and not (tmp_path / "edge").exists()

@@ -192,6 +192,15 @@ class Connector:
     def __init__(self, uri: ConnectorURI) -> None:
         self.uri = uri
 
+    @classmethod
+    def single_process(cls, uri: ConnectorURI) -> str | None:
+        """Why only one process at a time may open ``uri``'s collection; None if many may.
+
+        The Ray executor opens source and target in every worker process, so it refuses a
+        collection that answers here before any worker starts.
+        """
+        return None
+
     # -- life cycle ---------------------------------------------------------------------
     def close(self) -> None:
         """Release clients and files."""

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from vecmigrate.connectors.base import Connector, IfExists, Partition, ScanBatch, WriteToken
-from vecmigrate.connectors.registry import connect
+from vecmigrate.connectors.registry import connect, connector_class
 from vecmigrate.engine.ledger import Ledger, PartitionState
 from vecmigrate.engine.mapping import MappingReport, map_spec
 from vecmigrate.engine.transforms import BatchTransform, shape_for_run, to_target
@@ -326,6 +326,8 @@ class CopyJob:
             if self.options.executor == "ray" and ledger.get("status") != "done":
                 from vecmigrate.engine.ray_executor import RayLaunch
 
+                self._check_ray_can_open()
+
                 self._launch = RayLaunch(self)  # its actors start while this process plans
             connecting = time.monotonic()
             source = connect(self.source_uri)
@@ -341,6 +343,16 @@ class CopyJob:
                 self._launch.close()
                 self._launch = None
             ledger.close()
+
+    def _check_ray_can_open(self) -> None:
+        """Refuse, before Ray starts, a collection that worker processes cannot open."""
+        for role, uri in (("source", self.source_uri), ("target", self.target_uri)):
+            why = connector_class(uri.scheme).single_process(uri)
+            if why is not None:
+                raise ConfigError(
+                    f"--executor ray opens the {role} in every worker process, but {why} "
+                    f"({uri.redacted()}): use --executor local"
+                )
 
     def _run(
         self, ledger: Ledger, source: Connector, target: Connector, started: float

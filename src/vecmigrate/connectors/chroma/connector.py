@@ -82,6 +82,15 @@ class ChromaConnector(Connector):
         ),
     )
 
+    @classmethod
+    def single_process(cls, uri: ConnectorURI) -> str | None:
+        if uri.scheme == "chroma":
+            return (
+                "Chroma's PersistentClient is not process-safe (writers in two processes can "
+                "corrupt its vector index); a `chroma run` server (chroma+http://) is"
+            )
+        return None
+
     def __init__(self, uri: ConnectorURI) -> None:
         super().__init__(uri)
         self.config = ChromaConfig.from_uri(uri)

@@ -104,6 +104,10 @@ class FaissConnector(Connector):
         ),
     )
 
+    @classmethod
+    def single_process(cls, uri: ConnectorURI) -> str | None:
+        return "a FAISS index is held in one process's memory (its sidecar folder is locked)"
+
     def __init__(self, uri: ConnectorURI) -> None:
         super().__init__(uri)
         self.config = FaissConfig.from_uri(uri)

@@ -79,6 +79,10 @@ class MemoryConnector(Connector):
         query=True, fetch=True, delete=True, sparse_vectors=True, named_vectors=True
     )
 
+    @classmethod
+    def single_process(cls, uri: ConnectorURI) -> str | None:
+        return "a memory:// collection lives in the process that made it"
+
     def __init__(self, uri: ConnectorURI) -> None:
         super().__init__(uri)
         self.config = MemoryConfig.from_uri(uri)

@@ -83,6 +83,12 @@ class MilvusConnector(Connector):
         ),
     )
 
+    @classmethod
+    def single_process(cls, uri: ConnectorURI) -> str | None:
+        if uri.scheme == "milvus+lite":
+            return "Milvus Lite opens its file in one process; a Milvus server (milvus://) is not"
+        return None
+
     def __init__(self, uri: ConnectorURI) -> None:
         super().__init__(uri)
         self.config = MilvusConfig.from_uri(uri)

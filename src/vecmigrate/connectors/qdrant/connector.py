@@ -19,6 +19,15 @@ _DISTANCE = {Metric.COSINE: "Cosine", Metric.L2: "Euclid", Metric.IP: "Dot"}
 class QdrantConnector(QdrantBase):
     scheme: ClassVar[str] = "qdrant"
 
+    @classmethod
+    def single_process(cls, uri: ConnectorURI) -> str | None:
+        if uri.scheme == "qdrant+local":
+            return (
+                "qdrant-client's local mode locks its folder to one process; "
+                "a Qdrant server (qdrant://) is not"
+            )
+        return None
+
     def __init__(self, uri: ConnectorURI) -> None:
         super().__init__(uri)
         self._client: Any = None

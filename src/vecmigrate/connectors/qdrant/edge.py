@@ -75,6 +75,13 @@ class QdrantEdgeConnector(QdrantBase):
     capabilities: ClassVar[Capabilities] = replace(QDRANT_CAPABILITIES, aliases=False)
     dense_rows = "buffer"  # the edge takes float32 rows as buffers (see points.to_points)
 
+    @classmethod
+    def single_process(cls, uri: ConnectorURI) -> str | None:
+        return (
+            "a Qdrant Edge shard is opened by one process (its WAL is locked); "
+            "a Qdrant server (qdrant://) is not"
+        )
+
     def __init__(self, uri: ConnectorURI) -> None:
         super().__init__(uri)
         assert self.config.path is not None
