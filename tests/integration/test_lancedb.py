@@ -14,6 +14,7 @@ import pytest
 
 from tests.crashes import CrashingSource
 from tests.datagen import make_batch, make_spec, make_table
+from vecmigrate import dedup
 from vecmigrate.connectors import Connector, IfExists, WriteToken, connect
 from vecmigrate.connectors.lancedb import connector as lancedb_connector
 from vecmigrate.connectors.memory.connector import MemoryStore
@@ -432,9 +433,11 @@ def test_a_resumed_fresh_run_still_removes_duplicate_ids(
 def test_duplicate_ids_of_a_large_table_are_found_on_disk_partitions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past DEDUP_IN_MEMORY rows the id check hash-partitions ids into files (bounded memory);
-    the older copies are deleted by row id in one commit per chunk, nothing is rewritten."""
-    monkeypatch.setattr(lancedb_connector, "DEDUP_IN_MEMORY", 100)
+    """Past PART_ROWS rows the id check splits the ids' hashes into parts held in files
+    (bounded memory); the older copies are deleted by row id in one commit per chunk, nothing
+    is rewritten."""
+    monkeypatch.setattr(dedup, "PART_ROWS", 100)
+    monkeypatch.setattr(dedup, "FLUSH_BYTES", 256)
     monkeypatch.setattr(lancedb_connector, "DEDUP_READ_ROWS", 64)
     spec = make_spec(dim=8)
     conn = _fresh_run(tmp_path, spec)

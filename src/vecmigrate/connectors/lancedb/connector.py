@@ -17,12 +17,10 @@ import dataclasses
 import itertools
 import json
 import mmap
-import tempfile
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import lancedb
@@ -42,6 +40,7 @@ from vecmigrate.connectors.base import (
 )
 from vecmigrate.connectors.lancedb.config import LanceDBConfig
 from vecmigrate.connectors.lancedb.errors import lance_errors
+from vecmigrate.dedup import repeated_ids
 from vecmigrate.errors import ConfigError, DataError, NotFoundError, SchemaMismatch
 from vecmigrate.records import check_batch, concat, conform
 from vecmigrate.spec import (
@@ -63,7 +62,6 @@ COMPACT_MEAN_ROWS = 5_000  # this on average (tiny batches); bigger ones scan fi
 ID_CHUNK = 1_000  # ids per filter expression in fetch and delete
 READ_BYTES = 8 << 20  # bytes per read query: Lance holds several times this while it reads
 MIN_READ_ROWS = 64
-DEDUP_IN_MEMORY = 1_000_000  # ids checked for duplicates at once; beyond, hash-partitioned
 DEDUP_READ_ROWS = 100_000
 NO_CLEANUP = timedelta(days=365 * 100)  # compact without removing any older version
 
@@ -117,15 +115,6 @@ def _ident(name: str) -> str:
     if "`" in name:
         raise ConfigError(f"lancedb: column name {name!r} contains a backtick")
     return f"`{name}`"
-
-
-def _repeated(ids: pa.ChunkedArray | pa.Array) -> list[Any]:
-    """The values that occur more than once in ``ids``."""
-    if pc.count_distinct(ids).as_py() == len(ids):
-        return []
-    counts = pc.value_counts(ids)
-    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
-    return list(repeated.to_pylist())
 
 
 def _json_strings(column: pa.Array) -> pa.Array:
@@ -685,30 +674,16 @@ class LanceDBConnector(Connector):
         self._spec = None
 
     def _duplicate_ids(self) -> list[Any]:
-        """Ids the table holds more than once; memory bounded whatever the table's size.
-
-        Up to DEDUP_IN_MEMORY rows the id column is checked at once; beyond, ids are
-        hash-partitioned into files on disk and each part checked alone.
-        """
-        from vecmigrate.validate.completeness import Spill
-
+        """Ids the table holds more than once, in bounded memory (``dedup.repeated_ids``)."""
         table = self._latest()
         id_column = self.config.id_column
-        rows = table.count_rows()
-        query = table.search().select([id_column]).limit(None)
-        if rows <= DEDUP_IN_MEMORY:
-            return _repeated(query.to_arrow().column(id_column))
-        with tempfile.TemporaryDirectory(prefix="vecmigrate-ids-") as tmp:
-            spill = Spill(Path(tmp), "ids", buckets=-(-rows // DEDUP_IN_MEMORY) * 2)
+
+        def ids() -> Iterator[pa.Array]:
+            query = table.search().select([id_column]).limit(None)
             for batch in query.to_batches(DEDUP_READ_ROWS):
-                spill.add(pa.table({ID: batch.column(id_column)}))
-            spill.close()
-            dups: list[Any] = []
-            for bucket in range(spill.buckets):
-                part = spill.read(bucket)
-                if part is not None:
-                    dups += _repeated(part.column(ID))
-            return dups
+                yield batch.column(id_column)
+
+        return repeated_ids(ids, table.count_rows())
 
     def _drop_duplicate_ids(self) -> None:
         """Keep only the last written row of an id that appended batches wrote twice."""
