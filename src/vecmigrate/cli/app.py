@@ -81,6 +81,14 @@ DeadLetterFile = Annotated[
 ]
 
 
+TargetProcess = Annotated[
+    str,
+    typer.Option(
+        "--target-process",
+        help="own: write the target from a child process of its own; shared: from this one; "
+        "auto (default): own for a client that holds Python's GIL while it writes (Qdrant Edge).",
+    ),
+]
 ApplyAccess = Annotated[
     bool,
     typer.Option(
@@ -248,6 +256,7 @@ def copy(
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="Ray cluster address (default: local).")
     ] = None,
+    target_process: TargetProcess = "auto",
     embed: embed_cli.Embed = None,
     embed_url: embed_cli.EmbedUrl = None,
     embed_key_env: embed_cli.EmbedKeyEnv = "OPENAI_API_KEY",
@@ -311,6 +320,7 @@ def copy(
                 label="copy",
                 executor=executor,
                 ray_address=ray_address,
+                target_process=target_process,
                 transform=transform,
                 on_error=on_error.value,
                 dead_letter=dead_letter,
@@ -399,6 +409,7 @@ def import_(
     on_error: OnError = ErrorPolicy.fail,
     dead_letter: DeadLetterFile = None,
     apply_access: ApplyAccess = False,
+    target_process: TargetProcess = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Import a portable dataset folder into TARGET (checksums verified while reading).
@@ -420,6 +431,7 @@ def import_(
             on_error=on_error.value,
             dead_letter=dead_letter,
             apply_access=apply_access,
+            target_process=target_process,
         ),
     )
     _report_copy(result, as_json, "import")

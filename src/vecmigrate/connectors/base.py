@@ -53,6 +53,7 @@ class Capabilities:
     access_control: bool = False  # describes access entries (or keeps them, for datasets)
     apply_access: bool = False  # can re-apply access entries on request (apply_access)
     rejects_bad_rows: bool = False  # scan can hand unreadable rows over (reject_bad_rows)
+    holds_gil: bool = False  # its client holds the GIL as it writes (a copy writes from a child)
     verified: bool = True
     notes: tuple[str, ...] = ()
 

@@ -82,6 +82,7 @@ class CopyOptions:
     on_error: str = "fail"  # or "skip": bad rows go to the dead-letter file
     dead_letter: Path | None = None
     apply_access: bool = False  # re-apply the source's access entries on the target
+    target_process: str = "auto"  # own: the target in a child process; auto: if it holds the GIL
 
     def __post_init__(self) -> None:
         if self.inflight_bytes < 0 or self.batch_bytes < 0:
@@ -94,6 +95,10 @@ class CopyOptions:
             raise ConfigError(f"unknown --on-error {self.on_error!r}: use fail or skip")
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"unknown --executor {self.executor!r}: use local or ray")
+        if self.target_process not in ("auto", "own", "shared"):
+            raise ConfigError(
+                f"unknown --target-process {self.target_process!r}: use auto, own or shared"
+            )
 
 
 @dataclass
@@ -331,7 +336,7 @@ class CopyJob:
                 self._launch = RayLaunch(self)  # its actors start while this process plans
             connecting = time.monotonic()
             source = connect(self.source_uri)
-            target = connect(self.target_uri)
+            target = self._connect_target()
             self._phases = {"connect": time.monotonic() - connecting}  # imports the clients
             try:
                 return self._run(ledger, source, target, started)
@@ -343,6 +348,18 @@ class CopyJob:
                 self._launch.close()
                 self._launch = None
             ledger.close()
+
+    def _connect_target(self) -> Connector:
+        """The target, in a process of its own when its client holds the GIL as it writes."""
+        mode = self.options.target_process
+        if self.options.executor == "local" and (
+            mode == "own"
+            or (mode == "auto" and connector_class(self.target_uri.scheme).capabilities.holds_gil)
+        ):
+            from vecmigrate.connectors.isolated import IsolatedConnector
+
+            return IsolatedConnector(self.target_uri)
+        return connect(self.target_uri)
 
     def _check_ray_can_open(self) -> None:
         """Refuse, before Ray starts, a collection that worker processes cannot open."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -37,6 +39,21 @@ _PAYLOAD_KINDS = {
 }
 
 
+LOCKED_WAIT_S = 10.0  # a process that just ended (a crashed copy's writer) may still hold it
+
+
+def _while_locked(open_shard: Callable[[], Any]) -> Any:
+    """``open_shard()``, tried again for a few seconds while another process holds the WAL."""
+    deadline = time.monotonic() + LOCKED_WAIT_S
+    while True:
+        try:
+            return open_shard()
+        except Exception as exc:
+            if "wouldblock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 class EdgeShards:
     """The Edge shards open in this process, shared by connectors on the same folder."""
 
@@ -52,7 +69,7 @@ class EdgeShards:
         with cls._lock:
             shard, users = cls._open.get(key, (None, 0))
             if shard is None:
-                shard = create() if create is not None else EdgeShard.load(key)
+                shard = _while_locked(create or (lambda: EdgeShard.load(key)))
             cls._open[key] = (shard, users + 1)
             return shard
 
@@ -72,7 +89,9 @@ class EdgeShards:
 
 class QdrantEdgeConnector(QdrantBase):
     scheme: ClassVar[str] = "qdrant+edge"
-    capabilities: ClassVar[Capabilities] = replace(QDRANT_CAPABILITIES, aliases=False)
+    capabilities: ClassVar[Capabilities] = replace(
+        QDRANT_CAPABILITIES, aliases=False, holds_gil=True
+    )
     dense_rows = "buffer"  # the edge takes float32 rows as buffers (see points.to_points)
 
     @classmethod

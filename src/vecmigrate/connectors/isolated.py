@@ -1,0 +1,145 @@
+"""A connector run in a child process of its own, called through a pipe.
+
+For engines embedded in Python that hold the GIL while they work (Qdrant Edge's ``update``
+does): in the copy's process, a reader thread would wait for every write. In a child, the
+engine has a core to itself while this process reads, checks and hashes the next batches.
+
+Calls are forwarded one at a time, in order (the engine is single-threaded in the child); a
+thread waiting for its call's answer releases the GIL. Errors come back as the same
+vecmigrate error types (a ``TransientError`` stays retryable). The child exits when it is
+closed, and on its own when this process dies (its end of the pipe closes), which releases
+the files it holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import pickle
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from vecmigrate.connectors.base import Connector
+from vecmigrate.errors import TerminalError, VecmigrateError
+from vecmigrate.uri import ConnectorURI
+
+log = logging.getLogger("vecmigrate.isolated")
+START_TIMEOUT_S = 120.0  # the child imports the client library before it answers
+_FORWARDED = frozenset(
+    {
+        "exists", "describe", "count", "partitions", "fetch", "query", "create", "set_source",
+        "begin", "handoff", "join", "upsert", "delete", "finalize", "drop", "apply_access",
+    }
+)  # fmt: skip
+
+
+def _serve(conn: Connection, uri: ConnectorURI) -> None:
+    """The child: open the connector, answer calls until closed or the parent is gone."""
+    from vecmigrate.connectors.registry import connect
+
+    try:
+        connector = connect(uri)
+    except BaseException as exc:  # the parent raises it
+        conn.send((False, _portable(exc)))
+        return
+    conn.send((True, (connector.scheme, connector.capabilities)))
+    try:
+        while True:
+            try:
+                name, args, kwargs = conn.recv()
+            except (EOFError, OSError):
+                return  # the parent died or closed the pipe
+            if name == "close":
+                break
+            try:
+                answer = (True, getattr(connector, name)(*args, **kwargs))
+            except BaseException as exc:
+                answer = (False, _portable(exc))
+            try:
+                conn.send(answer)
+            except (OSError, ValueError):
+                return  # the parent is gone
+    finally:
+        connector.close()
+        with contextlib.suppress(OSError, ValueError):
+            conn.send((True, None))  # closed: the parent may open the files itself now
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling with its type, else a VecmigrateError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return VecmigrateError(f"{type(exc).__name__}: {exc}")
+
+
+class IsolatedConnector(Connector):
+    """Forwards a connector's calls to a child process that holds the real one."""
+
+    def __init__(self, uri: ConnectorURI) -> None:
+        super().__init__(uri)
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded process
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(child, uri), name=f"vecmigrate-{uri.scheme}", daemon=True
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+        started = time.monotonic()
+        self._process.start()
+        child.close()
+        if not self._conn.poll(START_TIMEOUT_S):
+            self._process.kill()
+            raise TerminalError(f"{uri.scheme}: the connector's process did not start")
+        ok, answer = self._conn.recv()
+        if not ok:
+            self._stop()
+            raise answer
+        self.scheme, self.capabilities = answer  # type: ignore[misc]
+        log.debug("%s runs in process %s (%.2f s to start)", uri, self._process.pid,
+                  time.monotonic() - started)  # fmt: skip
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self._closed:
+                raise TerminalError(f"{self.scheme}: the connector is closed")
+            try:
+                self._conn.send((name, args, kwargs))
+                ok, value = self._conn.recv()
+            except (EOFError, OSError, BrokenPipeError) as exc:
+                code = self._process.exitcode
+                raise TerminalError(
+                    f"{self.scheme}: the connector's process ended (exit code {code}) during {name}"
+                ) from exc
+        if not ok:
+            raise value
+        return value
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _FORWARDED:
+            call = object.__getattribute__(self, "_call")
+            return lambda *args, **kwargs: call(name, *args, **kwargs)
+        return object.__getattribute__(self, name)
+
+    def close(self) -> None:
+        """Close the real connector and wait for its process to exit (its files released)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop()
+
+    def _stop(self) -> None:
+        with contextlib.suppress(EOFError, OSError):
+            self._conn.send(("close", (), {}))
+            if self._conn.poll(60):
+                self._conn.recv()
+        self._conn.close()
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
