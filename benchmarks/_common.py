@@ -14,38 +14,52 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 
 _PROBE = """
-import json, resource, subprocess, sys, threading, time
-peaks = {"RssAnon": 0, "RssFile": 0}
+import json, os, resource, subprocess, sys, threading, time
+peaks = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
 t = time.perf_counter()
 p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def tree(pid):
+    pids = [pid]
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            for child in f.read().split():
+                pids += tree(int(child))
+    return pids
 def sample():
     while p.poll() is None:
+        total = dict.fromkeys(peaks, 0)
         try:
-            with open(f"/proc/{p.pid}/status") as f:
-                for line in f:
-                    key = line.split(":")[0]
-                    if key in peaks:
-                        peaks[key] = max(peaks[key], int(line.split()[1]))
-        except OSError:
-            return
+            for pid in tree(p.pid):
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        key = line.split(":")[0]
+                        if key in total:
+                            total[key] += int(line.split()[1])
+        except (OSError, ValueError):
+            pass  # a process ended while it was read: this sample is partial
+        for key in peaks:
+            peaks[key] = max(peaks[key], total[key])
         time.sleep(0.05)
 threading.Thread(target=sample, daemon=True).start()
 out, err = p.communicate()
 e = time.perf_counter() - t
+rss = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, peaks["VmRSS"])
 print(json.dumps({"elapsed_s": e, "returncode": p.returncode,
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    "peak_rss_mb": rss / 1024,
     "peak_anon_mb": peaks["RssAnon"] / 1024, "peak_file_mb": peaks["RssFile"] / 1024,
     "stdout": out, "stderr": err[-3000:]}))
 """
 
 
 def measured(cmd: list[str]) -> dict[str, Any]:
-    """Run ``cmd``; wall time, exit code, stdout and the peak RSS (MB) of that process alone.
+    """Run ``cmd``; wall time, exit code, stdout and the peak RSS (MB) of that command.
 
-    A fresh interpreter runs it, so RUSAGE_CHILDREN covers exactly this one command. Besides
-    the peak RSS (the kernel's, exact), the peaks of its anonymous part (the process's own
-    memory) and of its file-backed part (mapped files: an embedded engine's storage, which the
-    kernel may drop and re-read) are sampled every 50 ms.
+    A fresh interpreter runs it, so RUSAGE_CHILDREN covers exactly this one command. The peak
+    RSS is the kernel's (exact) for one process, or the sampled peak of the sum over the
+    command's process tree (every 50 ms) when that is higher: a copy may write its target
+    from a child process. The peaks of the anonymous part (the processes' own memory) and of
+    the file-backed part (mapped files: an embedded engine's storage, which the kernel may drop
+    and re-read) are sampled sums too.
     """
     res = subprocess.run(
         [sys.executable, "-c", _PROBE, *cmd], capture_output=True, text=True, check=True
