@@ -370,7 +370,7 @@ def run_pair(sys_: Systems, pair: str, spec: CollectionSpec, args: argparse.Name
         settle()
         cmd = cli("copy", source, target, "--json", "--quiet", "--restart", "--state-dir",
                   str(sys_.work / f"state_{tag}"), "--workers", str(args.workers),
-                  "--batch-size", str(args.batch_size))  # fmt: skip
+                  "--batch-size", str(args.batch_size), *args.copy_flags.split())  # fmt: skip
         copies.append(run_cli(cmd, args.rows))
     ratios = [copy_rate(c) / min(read, w) for c, w in zip(copies, writes, strict=True)]
     ratio = statistics.median(ratios)
@@ -605,6 +605,9 @@ def main() -> int:
         action="store_true",
         help="only the copy pairs (and --ray): no exports, no validation",
     )
+    parser.add_argument(
+        "--copy-flags", default="", help="more flags for each copy, e.g. '--target-process shared'"
+    )
     parser.add_argument("--out", default="suite", help="result name: results/OUT.json and OUT.md")
     args = parser.parse_args()
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -613,6 +616,8 @@ def main() -> int:
     skipped: dict[str, str] = {}
     errors: dict[str, str] = {}
     report: dict[str, Any] = {"rows": args.rows, "dim": args.dim, "workers": args.workers}
+    if args.copy_flags:
+        report["copy_flags"] = args.copy_flags
     work = Path(tempfile.mkdtemp(prefix="vm-suite-"))
     try:
         with contextlib.ExitStack() as stack:
