@@ -490,4 +490,5 @@ def test_estimate_of_the_5000_text_corpus(tmp_path: Path) -> None:
     want_usd = estimate["tokens"]["estimate"] * 0.02 / 1e6
     assert estimate["cost"]["usd"] == pytest.approx(want_usd, abs=1e-6)
     assert estimate["compute"]["texts_to_embed"] == len(docs)
-    assert estimate["predicted_copy_seconds"] > estimate["compute"]["embed_seconds"] > 0
+    # the copy takes at least the embedding (both rounded to 0.1 s: equal when loading is quick)
+    assert estimate["predicted_copy_seconds"] >= estimate["compute"]["embed_seconds"] > 0
