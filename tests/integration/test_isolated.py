@@ -3,7 +3,10 @@ result as in-process, errors keep their types, and a killed copy resumes."""
 
 from __future__ import annotations
 
-import multiprocessing
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +52,7 @@ def test_copy_writes_qdrant_edge_from_a_child_and_matches_an_in_process_copy(
     own = copy("memory://iso-src", f"qdrant+edge://{tmp_path}/own", CopyOptions(
         state_dir=tmp_path / "s1", batch_size=500))  # fmt: skip
     assert len(made) == 1  # auto: Qdrant Edge holds the GIL as it writes
-    assert not multiprocessing.active_children()  # the child exited when the copy closed it
+    assert made[0]._process.poll() == 0  # the child exited when the copy closed it
     shared = copy("memory://iso-src", f"qdrant+edge://{tmp_path}/shared", CopyOptions(
         state_dir=tmp_path / "s2", batch_size=500, target_process="shared"))  # fmt: skip
     assert len(made) == 1
@@ -103,8 +106,11 @@ def test_a_killed_copy_into_qdrant_edge_resumes(tmp_path: Path) -> None:
     target = f"qdrant+edge://{tmp_path}/edge"
     state = tmp_path / "state"
     assert _kill_at(_copy_cmd(source, target, state, 2, batch=500), 6_000)
-    result = copy(source, target, CopyOptions(state_dir=state, batch_size=700))
-    assert result.resumed and result.target_count == 20_000
+    resumed = subprocess.run(
+        _copy_cmd(source, target, state, 1, batch=700), capture_output=True, text=True, check=True
+    )
+    result = json.loads(resumed.stdout)  # the child's output never mixes into the summary
+    assert result["resumed"] and result["target_count"] == 20_000
     ids = table.column(ID).to_pylist()
     got = _stored(target, ids)
     want = pa.Table.from_batches(table.to_batches()).to_pylist()
@@ -112,3 +118,29 @@ def test_a_killed_copy_into_qdrant_edge_resumes(tmp_path: Path) -> None:
         vector = np.asarray(row["vector"], np.float32)
         norm = vector / np.linalg.norm(vector)  # Qdrant stores cosine vectors normalised
         assert np.allclose(got[row[ID]][0], norm, atol=1e-6)
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
+    """The child is its own module, not a re-import of the caller's script (as with
+    multiprocessing's spawn), so a script's top-level code runs once."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from tests.datagen import make_spec, make_table\n"
+        "from vecmigrate.connectors.memory.connector import MemoryStore\n"
+        "from vecmigrate.engine.copy import CopyOptions, copy\n"
+        "print('top level ran', flush=True)\n"
+        "spec = make_spec(dim=8)\n"
+        "MemoryStore.put('s', spec, make_table(spec, 50))\n"
+        "root = Path(sys.argv[1])\n"
+        "r = copy('memory://s', f'qdrant+edge://{root}/e', CopyOptions(state_dir=root / 'st'))\n"
+        "print('rows', r.target_count, flush=True)\n"
+    )
+    root = Path(__file__).parents[2]
+    run = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True, text=True, check=True, cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert run.stdout.splitlines() == ["top level ran", "rows 50"]

@@ -4,19 +4,25 @@ For engines embedded in Python that hold the GIL while they work (Qdrant Edge's 
 does): in the copy's process, a reader thread would wait for every write. In a child, the
 engine has a core to itself while this process reads, checks and hashes the next batches.
 
-Calls are forwarded one at a time, in order (the engine is single-threaded in the child); a
-thread waiting for its call's answer releases the GIL. Errors come back as the same
-vecmigrate error types (a ``TransientError`` stays retryable). The child exits when it is
-closed, and on its own when this process dies (its end of the pipe closes), which releases
-the files it holds.
+The child is ``python -m vecmigrate.connectors.isolated FD`` with one end of a socket pair:
+unlike multiprocessing's spawn, it never imports the caller's main script again. Calls are
+forwarded one at a time, in order (the engine is single-threaded in the child); a thread
+waiting for its call's answer releases the GIL. Errors come back as the same vecmigrate error
+types (a ``TransientError`` stays retryable). The child exits when it is closed, and on its
+own when this process dies (its end of the socket closes), which releases the files it holds.
+Connectors registered at run time (``register``) are unknown to the child: built-ins and
+entry points only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
+import os
 import pickle
+import socket
+import subprocess
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -82,20 +88,31 @@ class IsolatedConnector(Connector):
 
     def __init__(self, uri: ConnectorURI) -> None:
         super().__init__(uri)
-        context = multiprocessing.get_context("spawn")  # no fork of a threaded process
-        self._conn, child = context.Pipe()
-        self._process = context.Process(
-            target=_serve, args=(child, uri), name=f"vecmigrate-{uri.scheme}", daemon=True
-        )
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        with theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # stdout is the copy's (its --json summary)
+                env=env,
+            )
+        self._conn = Connection(ours.detach())
         self._lock = threading.Lock()
         self._closed = False
         started = time.monotonic()
-        self._process.start()
-        child.close()
-        if not self._conn.poll(START_TIMEOUT_S):
+        try:
+            self._conn.send(uri)
+            if not self._conn.poll(START_TIMEOUT_S):
+                raise TimeoutError
+            ok, answer = self._conn.recv()
+        except (EOFError, OSError, TimeoutError) as exc:
             self._process.kill()
-            raise TerminalError(f"{uri.scheme}: the connector's process did not start")
-        ok, answer = self._conn.recv()
+            code = self._process.wait()
+            raise TerminalError(
+                f"{uri.scheme}: the connector's own process did not start (exit code {code})"
+            ) from exc
         if not ok:
             self._stop()
             raise answer
@@ -110,8 +127,8 @@ class IsolatedConnector(Connector):
             try:
                 self._conn.send((name, args, kwargs))
                 ok, value = self._conn.recv()
-            except (EOFError, OSError, BrokenPipeError) as exc:
-                code = self._process.exitcode
+            except (EOFError, OSError) as exc:
+                code = self._process.poll()
                 raise TerminalError(
                     f"{self.scheme}: the connector's process ended (exit code {code}) during {name}"
                 ) from exc
@@ -139,7 +156,13 @@ class IsolatedConnector(Connector):
             if self._conn.poll(60):
                 self._conn.recv()
         self._conn.close()
-        self._process.join(timeout=30)
-        if self._process.is_alive():
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             self._process.kill()
-            self._process.join()
+            self._process.wait()
+
+
+if __name__ == "__main__":  # the child: python -m vecmigrate.connectors.isolated FD
+    _child = Connection(int(sys.argv[1]))
+    _serve(_child, _child.recv())
