@@ -47,6 +47,7 @@ from tests.datagen import make_batch, make_spec  # noqa: E402
 
 from vecmigrate.connectors import IfExists, connect  # noqa: E402
 from vecmigrate.connectors.base import Connector  # noqa: E402
+from vecmigrate.connectors.registry import connect_writer  # noqa: E402
 from vecmigrate.routing import Phase, Router, RouterConfig, TriggerConfig  # noqa: E402
 from vecmigrate.spec import Metric  # noqa: E402
 from vecmigrate.uri import ConnectorURI  # noqa: E402
@@ -140,7 +141,7 @@ def fill(conn: Connector) -> None:
 
 
 def run_pair(pg_uri: str, new_uri: str, state: Path, args: argparse.Namespace) -> dict[str, Any]:
-    old, new = connect(pg_uri), connect(new_uri)
+    old, new = connect(pg_uri), connect_writer(new_uri)  # as the gateway opens them
     fill(old)
     fill(new)
     config = RouterConfig(

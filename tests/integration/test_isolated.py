@@ -144,3 +144,25 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(root)},
     )  # fmt: skip
     assert run.stdout.splitlines() == ["top level ran", "rows 50"]
+
+
+def test_connect_writer_isolates_by_choice_or_by_capability(tmp_path: Path) -> None:
+    from vecmigrate.connectors.registry import connect_writer
+    from vecmigrate.errors import ConfigError
+
+    lance = f"lancedb://{tmp_path}/db?table=t"
+    plain = connect_writer(lance)  # auto: LanceDB releases the GIL as it writes
+    assert not isinstance(plain, IsolatedConnector)
+    plain.close()
+    own = connect_writer(lance, "own")
+    try:
+        assert isinstance(own, IsolatedConnector) and own.scheme == "lancedb"
+        own.create(make_spec(dim=8), IfExists.FAIL)
+        assert own.count() == 0
+    finally:
+        own.close()
+    edge = connect_writer(f"qdrant+edge://{tmp_path}/edge", "shared")
+    assert not isinstance(edge, IsolatedConnector)
+    edge.close()
+    with pytest.raises(ConfigError, match="auto, own or shared"):
+        connect_writer(lance, "nearby")

@@ -43,5 +43,7 @@ def serve(
             uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
         finally:
             router.close()
+            for side in router.sides.values():
+                side.close()  # a side in a process of its own stops it
 
     _run(as_json, start)

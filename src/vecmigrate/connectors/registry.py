@@ -142,3 +142,22 @@ def connect(uri: str | ConnectorURI) -> Connector:
 
         return layout_connector(layout, parsed)
     return connector_class(parsed.scheme)(parsed)
+
+
+PROCESS_CHOICES = ("auto", "own", "shared")
+
+
+def connect_writer(uri: str | ConnectorURI, process: str = "auto") -> Connector:
+    """A connector to write through: in a child process of its own when ``process`` is "own",
+    or "auto" and its client holds the GIL while it writes (``Capabilities.holds_gil``), so
+    this process's threads keep running meanwhile (``connectors.isolated``)."""
+    parsed = uri if isinstance(uri, ConnectorURI) else ConnectorURI.parse(uri)
+    if process not in PROCESS_CHOICES:
+        raise ConfigError(f"unknown target process {process!r}: use auto, own or shared")
+    if process == "own" or (
+        process == "auto" and connector_class(parsed.scheme).capabilities.holds_gil
+    ):
+        from vecmigrate.connectors.isolated import IsolatedConnector
+
+        return IsolatedConnector(parsed)
+    return connect(parsed)

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from vecmigrate.connectors.base import Connector, IfExists, Partition, ScanBatch, WriteToken
-from vecmigrate.connectors.registry import connect, connector_class
+from vecmigrate.connectors.registry import connect, connect_writer, connector_class
 from vecmigrate.engine.ledger import Ledger, PartitionState
 from vecmigrate.engine.mapping import MappingReport, map_spec
 from vecmigrate.engine.transforms import BatchTransform, shape_for_run, to_target
@@ -350,16 +350,11 @@ class CopyJob:
             ledger.close()
 
     def _connect_target(self) -> Connector:
-        """The target, in a process of its own when its client holds the GIL as it writes."""
-        mode = self.options.target_process
-        if self.options.executor == "local" and (
-            mode == "own"
-            or (mode == "auto" and connector_class(self.target_uri.scheme).capabilities.holds_gil)
-        ):
-            from vecmigrate.connectors.isolated import IsolatedConnector
-
-            return IsolatedConnector(self.target_uri)
-        return connect(self.target_uri)
+        """The target, in a process of its own when its client holds the GIL as it writes
+        (Ray's workers connect their own)."""
+        if self.options.executor == "ray":
+            return connect(self.target_uri)
+        return connect_writer(self.target_uri, self.options.target_process)
 
     def _check_ray_can_open(self) -> None:
         """Refuse, before Ray starts, a collection that worker processes cannot open."""

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from vecmigrate.connectors.base import Connector, IfExists
-from vecmigrate.connectors.registry import connect
+from vecmigrate.connectors.registry import connect, connect_writer
 from vecmigrate.engine.copy import CopyJob, CopyOptions, CopyResult
 from vecmigrate.engine.mapping import map_spec
 from vecmigrate.engine.transforms import BatchTransform
@@ -292,7 +292,7 @@ def trigger_config(ctx: Context, *, whole_collection: bool = True) -> TriggerCon
 @contextlib.contextmanager
 def open_router(ctx: Context, *, whole_collection: bool = True) -> Iterator[Router]:
     """The router on the plan's shared state file (applications' routers read the same)."""
-    old, new = connect(ctx.plan.source), connect(ctx.plan.target)
+    old, new = connect_writer(ctx.plan.source), connect_writer(ctx.plan.target)
     router = Router(
         old,
         new,

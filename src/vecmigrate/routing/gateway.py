@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from vecmigrate.connectors.registry import connect
+from vecmigrate.connectors.registry import connect_writer
 from vecmigrate.errors import ConfigError, ConnectorError, DataError
 from vecmigrate.records import check_batch, conform
 from vecmigrate.routing.phase import Phase
@@ -295,7 +295,7 @@ def create_app(router: Router, spec: CollectionSpec) -> Any:
 
 
 def open_gateway(cfg: GatewayConfig) -> tuple[Any, Router]:
-    old, new = connect(cfg.old), connect(cfg.new)
+    old, new = connect_writer(cfg.old), connect_writer(cfg.new)  # a GIL-holding side in a child
     spec = old.describe()
     router = Router(
         old,
