@@ -129,7 +129,11 @@ def test_half_accepted_batches_are_resent_without_duplicates(
     flaky = half_accepting(registry.connector_class(scheme))
     monkeypatch.setitem(registry._registered, scheme, flaky)
     options = CopyOptions(
-        batch_size=BATCH, workers=2, state_dir=tmp_path / "state", retry_wait=0.01
+        batch_size=BATCH,
+        workers=2,
+        state_dir=tmp_path / "state",
+        retry_wait=0.01,
+        target_process="shared",  # the half-accepting class lives in this process
     )
     result = copy(source, target, options)
     assert flaky.half_writes >= N // BATCH // 2 - 1  # type: ignore[attr-defined]

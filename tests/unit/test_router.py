@@ -202,3 +202,27 @@ def test_switch_interval_is_set_while_the_router_runs_and_restored(tmp_path: Pat
             connect("memory://new"),
             RouterConfig(state_path=tmp_path / "r2.sqlite", switch_interval_s=0),
         )
+
+
+def test_threads_that_see_a_trigger_fire_at_once_roll_back_once(tmp_path: Path) -> None:
+    """A query and the drainer can both find a trigger fired: one rollback, one audit entry."""
+    from vecmigrate.routing.triggers import Fired
+
+    router = _router(tmp_path, TriggerConfig(max_count_drift=None))
+    for phase in (Phase.DUAL_WRITE, Phase.SHADOW):
+        router.set_phase(phase)
+    router.set_phase(Phase.CANARY, percent=50)
+    start = threading.Barrier(8)
+
+    def fire() -> None:
+        start.wait()
+        router.rollback(Fired("parity", {"mean_overlap": 0.5}))
+
+    threads = [threading.Thread(target=fire) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert router.phase is Phase.DUAL_WRITE
+    assert len([e for e in router.state.audit() if e["event"] == "rollback"]) == 1
+    router.close()
