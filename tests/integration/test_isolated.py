@@ -166,3 +166,37 @@ def test_connect_writer_isolates_by_choice_or_by_capability(tmp_path: Path) -> N
     edge.close()
     with pytest.raises(ConfigError, match="auto, own or shared"):
         connect_writer(lance, "nearby")
+
+
+def test_ctrl_c_stops_a_copy_into_qdrant_edge_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group; the target's process ignores it, so the copy
+    finishes the batches in hand, reports "interrupted" (exit 130) and resumes later."""
+    import signal
+    import time
+
+    from tests.integration.test_kill_resume import _ledger_rows
+
+    spec = make_spec(dim=32)
+    source = f"parquet://{tmp_path / 'src'}"
+    with connect(source) as src:
+        src.create(spec)
+        for batch in make_table(spec, 20_000).to_batches(5_000):
+            src.upsert(batch)
+        src.finalize(spec)
+    target = f"qdrant+edge://{tmp_path}/edge"
+    state = tmp_path / "state"
+    cmd = _copy_cmd(source, target, state, 2, batch=300)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while _ledger_rows(state) < 3_000 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the copy finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert json.loads(out)["error"] == "Interrupted"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    summary = json.loads(done.stdout)
+    assert summary["resumed"] and summary["target_count"] == 20_000

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -164,5 +165,7 @@ class IsolatedConnector(Connector):
 
 
 if __name__ == "__main__":  # the child: python -m vecmigrate.connectors.isolated FD
+    # Ctrl-C reaches the whole process group: the parent stops the copy and closes the child
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _child = Connection(int(sys.argv[1]))
     _serve(_child, _child.recv())
