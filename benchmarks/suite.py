@@ -480,7 +480,7 @@ def run_ray(sys_: Systems, first: dict, args: argparse.Namespace) -> dict[str, A
         "ray": ray,
         "ray_to_local": round(ratio, 3),
         "goals": {"ray_within_15%_of_local": ratio >= RAY_GOAL},
-        "note": "peak RSS is the driver's; Ray worker processes are not its children",
+        "note": "peak RSS sums the driver and its local Ray cluster (GCS, raylet, workers)",
     }
 
 
@@ -557,7 +557,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"skipped: {ray['skipped']}" if "skipped" in ray else ray["error"])
         else:
             lines += [
-                "| pair | local rows/s | Ray rows/s (2 CPUs) | Ray / local | driver RSS MB |",
+                "| pair | local rows/s | Ray rows/s (2 CPUs) | Ray / local | RSS MB, all |",
                 "|---|---:|---:|---:|---:|",
                 f"| {ray['pair']} | {ray['local_rows_per_s']:,.0f} | "
                 f"{copy_rate(ray['ray']):,.0f} | {ray['ray_to_local']:.2f} | "
