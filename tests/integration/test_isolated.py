@@ -96,7 +96,7 @@ def test_a_killed_copy_into_qdrant_edge_resumes(tmp_path: Path) -> None:
     """SIGKILL of the copy: its writer process exits when its pipe closes, and the resumed copy
     opens the shard once it is free (it waits a few seconds for that)."""
     spec = make_spec(dim=32)
-    table = make_table(spec, 20_000)
+    table = make_table(spec, 40_000)
     source = f"lancedb://{tmp_path / 'src'}?table=items"
     with connect(source) as src:
         src.create(spec, IfExists.FAIL)
@@ -110,7 +110,7 @@ def test_a_killed_copy_into_qdrant_edge_resumes(tmp_path: Path) -> None:
         _copy_cmd(source, target, state, 1, batch=700), capture_output=True, text=True, check=True
     )
     result = json.loads(resumed.stdout)  # the child's output never mixes into the summary
-    assert result["resumed"] and result["target_count"] == 20_000
+    assert result["resumed"] and result["target_count"] == 40_000
     ids = table.column(ID).to_pylist()
     got = _stored(target, ids)
     want = pa.Table.from_batches(table.to_batches()).to_pylist()
@@ -180,7 +180,7 @@ def test_ctrl_c_stops_a_copy_into_qdrant_edge_cleanly(tmp_path: Path) -> None:
     source = f"parquet://{tmp_path / 'src'}"
     with connect(source) as src:
         src.create(spec)
-        for batch in make_table(spec, 20_000).to_batches(5_000):
+        for batch in make_table(spec, 40_000).to_batches(5_000):
             src.upsert(batch)
         src.finalize(spec)
     target = f"qdrant+edge://{tmp_path}/edge"
@@ -199,4 +199,4 @@ def test_ctrl_c_stops_a_copy_into_qdrant_edge_cleanly(tmp_path: Path) -> None:
     assert json.loads(out)["error"] == "Interrupted"
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
     summary = json.loads(done.stdout)
-    assert summary["resumed"] and summary["target_count"] == 20_000
+    assert summary["resumed"] and summary["target_count"] == 40_000

@@ -69,6 +69,8 @@ def _serve(conn: Connection, uri: ConnectorURI) -> None:
                 conn.send(answer)
             except (OSError, ValueError):
                 return  # the parent is gone
+            except Exception as exc:  # the answer does not pickle (nothing was sent)
+                conn.send((False, _portable(exc)))
     finally:
         connector.close()
         with contextlib.suppress(OSError, ValueError):
