@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from vecmigrate.hashing import column_hash
 
 PART_ROWS = 4_000_000  # hashes sorted at once: 32 MB
-FLUSH_BYTES = 4 << 20  # a part's hashes held in memory before they go to its file
+FLUSH_BYTES = 32 << 20  # hashes held in memory by all parts before the largest is written out
 
 
 def repeated_values(ids: pa.ChunkedArray | pa.Array) -> list[Any]:
@@ -35,13 +35,15 @@ def repeated_values(ids: pa.ChunkedArray | pa.Array) -> list[Any]:
 
 
 class _Parts:
-    """Hashes split into parts by value; parts past the first flush go to files."""
+    """Hashes split into parts by value; past FLUSH_BYTES held, the largest part goes to its
+    file (so memory stays bounded however many parts there are)."""
 
     def __init__(self, parts: int, root: Path) -> None:
         self.parts = parts
         self.root = root
         self.held: list[list[np.ndarray]] = [[] for _ in range(parts)]
         self.held_bytes = [0] * parts
+        self.held_total = 0
         self.files: list[Path | None] = [None] * parts
 
     def add(self, hashes: np.ndarray) -> None:
@@ -60,8 +62,9 @@ class _Parts:
     def _hold(self, part: int, hashes: np.ndarray) -> None:
         self.held[part].append(hashes)
         self.held_bytes[part] += hashes.nbytes
-        if self.parts > 1 and self.held_bytes[part] >= FLUSH_BYTES:
-            self._flush(part)
+        self.held_total += hashes.nbytes
+        if self.parts > 1 and self.held_total >= FLUSH_BYTES:
+            self._flush(max(range(self.parts), key=self.held_bytes.__getitem__))
 
     def _flush(self, part: int) -> None:
         path = self.files[part] or self.root / f"part-{part:05d}.u64"
@@ -69,6 +72,7 @@ class _Parts:
         with path.open("ab") as out:
             for chunk in self.held[part]:
                 chunk.tofile(out)
+        self.held_total -= self.held_bytes[part]
         self.held[part], self.held_bytes[part] = [], 0
 
     def repeated(self) -> np.ndarray:
@@ -82,7 +86,7 @@ class _Parts:
             self.held[part] = []
             if not chunks:
                 continue
-            hashes = np.concatenate(chunks) if len(chunks) > 1 else chunks[0].copy()
+            hashes = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]  # ours to sort
             del chunks
             hashes.sort()
             same = hashes[1:] == hashes[:-1]
