@@ -28,7 +28,12 @@ import numpy as np
 import pyarrow as pa
 
 from vecmigrate.connectors.base import Connector, IfExists, Partition, ScanBatch, WriteToken
-from vecmigrate.connectors.registry import connect, connect_writer, connector_class
+from vecmigrate.connectors.registry import (
+    PROCESS_CHOICES,
+    connect,
+    connect_writer,
+    connector_class,
+)
 from vecmigrate.engine.ledger import Ledger, PartitionState
 from vecmigrate.engine.mapping import MappingReport, map_spec
 from vecmigrate.engine.transforms import BatchTransform, shape_for_run, to_target
@@ -95,7 +100,7 @@ class CopyOptions:
             raise ConfigError(f"unknown --on-error {self.on_error!r}: use fail or skip")
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"unknown --executor {self.executor!r}: use local or ray")
-        if self.target_process not in ("auto", "own", "shared"):
+        if self.target_process not in PROCESS_CHOICES:
             raise ConfigError(
                 f"unknown --target-process {self.target_process!r}: use auto, own or shared"
             )

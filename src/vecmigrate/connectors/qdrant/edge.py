@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 
 from vecmigrate.connectors.base import Capabilities
 from vecmigrate.connectors.qdrant.base import QDRANT_CAPABILITIES, QdrantBase
-from vecmigrate.connectors.qdrant.errors import translated
+from vecmigrate.connectors.qdrant.errors import locked_elsewhere, translated
 from vecmigrate.connectors.qdrant.points import PointColumns, PointLayout
 from vecmigrate.errors import ConfigError, Unsupported
 from vecmigrate.spec import CollectionSpec, IndexConfig, Metric, VectorField
@@ -49,7 +49,7 @@ def _while_locked(open_shard: Callable[[], Any]) -> Any:
         try:
             return open_shard()
         except Exception as exc:
-            if "wouldblock" not in str(exc).lower() or time.monotonic() > deadline:
+            if not locked_elsewhere(str(exc)) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 

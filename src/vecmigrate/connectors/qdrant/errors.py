@@ -65,9 +65,16 @@ def translate(exc: Exception, what: str) -> ConnectorError:
         return NotFoundError(text)
     if any(word in lowered for word in _SCHEMA_WORDS):
         return SchemaMismatch(text)
-    if "wouldblock" in lowered or "already accessed" in lowered:
+    if locked_elsewhere(message):
         return TerminalError(text + " (the folder is open in another process or client)")
     return TerminalError(text)
+
+
+def locked_elsewhere(message: str) -> bool:
+    """Whether an error's text says another process holds the folder (Edge's WAL lock, local
+    mode's folder lock)."""
+    lowered = message.lower()
+    return "wouldblock" in lowered or "already accessed" in lowered
 
 
 def _grpc_code(exc: Exception) -> str | None:
