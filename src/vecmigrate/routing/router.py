@@ -126,7 +126,6 @@ class Router:
         self._applying = {"old": threading.Lock(), "new": threading.Lock()}
         self._queued = {side: self.state.depth(side)[0] for side in ("old", "new")}
         self._queued_lock = threading.Lock()
-        self._rolling_back = threading.Lock()
         self._drainer = threading.Thread(target=self._drain_loop, name="outbox", daemon=True)
         self._drainer.start()
 
@@ -346,19 +345,19 @@ class Router:
     def rollback(self, fired: Fired | None = None, *, actor: str = "trigger") -> None:
         """Route reads and writes back to old; replay what old has not received yet.
 
-        Threads that see a trigger fire at once (a query and the drainer) roll back once.
+        Routers that see a trigger fire at once (a query and the drainer, or two processes on
+        one state file) roll back once: the phase is swapped only if it is still ``current``.
         """
-        with self._rolling_back:
-            current = self.phase
-            target = current.rollback_target or Phase.DUAL_WRITE
-            if current is target:
-                return
-            evidence = {"from": current.value, "to": target.value}
-            if fired is not None:
-                evidence.update({"trigger": fired.trigger, **fired.evidence})
-            self.state.put("phase", target.value)
-            self.state.log(actor, "rollback", evidence)
-            self.evidence.reset()
+        current = self.phase
+        target = current.rollback_target or Phase.DUAL_WRITE
+        if current is target:
+            return
+        evidence = {"from": current.value, "to": target.value}
+        if fired is not None:
+            evidence.update({"trigger": fired.trigger, **fired.evidence})
+        if not self.state.swap_phase(current, target, actor, "rollback", evidence):
+            return
+        self.evidence.reset()
         log.warning("rolled back %s -> %s: %s", current.value, target.value, evidence)
         self._wake.set()
 

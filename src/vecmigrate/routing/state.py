@@ -104,6 +104,33 @@ class RouterState:
             self._phase = (version, phase)
             return phase
 
+    def swap_phase(
+        self, expected: Phase, phase: Phase, actor: str, event: str, evidence: dict[str, Any]
+    ) -> bool:
+        """Set ``phase`` and log ``event`` in one transaction, only if the phase is still
+        ``expected``: routers in other threads or processes on this file change it once."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT value FROM state WHERE key = 'phase'").fetchone()
+                current = Phase(json.loads(row[0]) if row else Phase.OLD_ONLY.value)
+                if current is not expected:
+                    self._db.execute("ROLLBACK")
+                    return False
+                self._db.execute(
+                    "INSERT OR REPLACE INTO state VALUES ('phase', ?)", (json.dumps(phase.value),)
+                )
+                self._db.execute(
+                    "INSERT INTO audit (at, actor, event, evidence) VALUES (?, ?, ?, ?)",
+                    (time.time(), actor, event, json.dumps(evidence, default=str)),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._phase = None
+            return True
+
     # -- audit --------------------------------------------------------------------------
     def log(self, actor: str, event: str, evidence: dict[str, Any]) -> None:
         with self._lock:
