@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,7 @@ from typer.testing import CliRunner
 
 from tests.datagen import make_batch, make_spec
 from tests.embedding_models import MINILM, stdlib_corpus, write_corpus
+from tests.engines import free_port
 from tests.integration.test_kill_resume import _copy_cmd, _kill_at
 from vecmigrate.cli.app import app
 from vecmigrate.cli.embed_cli import EmbedOptions
@@ -223,3 +230,73 @@ def test_reembedding_on_ray_actors_loads_the_model_once_and_resumes_without_payi
     a, b = np.vstack([got[i] for i in ids]), np.vstack([want[i] for i in ids])
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cos.min() >= 0.9999, f"worst cosine {cos.min()} for {ids[int(cos.argmin())]}"
+
+
+# -- a cluster the user already runs (`ray start --head`), reached by --ray-address ----------
+@pytest.fixture(scope="module")
+def head_node() -> Iterator[str]:
+    """A Ray head started as a user starts one (token authentication on, its default)."""
+    port = free_port()
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    proc = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"ray start --head did not come up (exit code {proc.poll()})")
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _cli_copy(
+    src: str, dst: str, state: Path, *extra: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable, "-m", "vecmigrate", "copy", src, dst, "--executor", "ray",
+        "--workers", "2", "--batch-size", "2000", "--state-dir", str(state), "--json", "--quiet",
+        *extra,
+    ]  # fmt: skip
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return subprocess.run(
+        cmd, check=False, capture_output=True, text=True, timeout=300, env={**environ, **env}
+    )
+
+
+def test_copy_on_a_running_cluster_by_its_address(
+    head_node: str, source: tuple[str, pa.Table], tmp_path: Path
+) -> None:
+    uri, table = source
+    target = f"lancedb://{tmp_path / 'dst'}?table=items"
+    res = _cli_copy(uri, target, tmp_path / "s", "--ray-address", head_node, RAY_AUTH_MODE="token")
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout)
+    assert summary["rows"] == N and summary["counts_match"]
+    assert _read(target).equals(table.sort_by(ID))
+
+
+def test_a_cluster_that_wants_a_token_gets_a_clear_error(
+    head_node: str, source: tuple[str, pa.Table], tmp_path: Path
+) -> None:
+    uri, _ = source
+    target = f"lancedb://{tmp_path / 'dst'}?table=items"
+    res = _cli_copy(uri, target, tmp_path / "s", "--ray-address", head_node)
+    assert res.returncode != 0
+    out = json.loads(res.stdout)
+    assert f"could not connect to the Ray cluster at {head_node}" in out["message"]
+    assert "RAY_AUTH_MODE=token" in out["message"]
+    with connect(target) as conn:
+        assert not conn.exists()  # refused before anything was written

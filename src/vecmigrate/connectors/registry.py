@@ -22,10 +22,13 @@ class _Builtin:
     target: str  # "package.module:Class"
     extra: str | None  # pip extra that installs the client
     client: str | None  # top-level module the client provides
+    one_process: bool = False  # its class's single_process() may answer (see single_process)
 
 
 _BUILTINS: dict[str, _Builtin] = {
-    "memory": _Builtin("vecmigrate.connectors.memory.connector:MemoryConnector", None, None),
+    "memory": _Builtin(
+        "vecmigrate.connectors.memory.connector:MemoryConnector", None, None, one_process=True
+    ),
     "parquet": _Builtin("vecmigrate.connectors.dataset.connector:DatasetConnector", None, None),
     "jsonl": _Builtin("vecmigrate.connectors.dataset.connector:DatasetConnector", None, None),
     "csv": _Builtin("vecmigrate.connectors.dataset.connector:DatasetConnector", None, None),
@@ -34,7 +37,10 @@ _BUILTINS: dict[str, _Builtin] = {
         "vecmigrate.connectors.lancedb.connector:LanceDBConnector", "lancedb", "lancedb"
     ),
     "chroma": _Builtin(
-        "vecmigrate.connectors.chroma.connector:ChromaConnector", "chroma", "chromadb"
+        "vecmigrate.connectors.chroma.connector:ChromaConnector",
+        "chroma",
+        "chromadb",
+        one_process=True,
     ),
     "chroma+http": _Builtin(
         "vecmigrate.connectors.chroma.connector:ChromaConnector", "chroma", "chromadb"
@@ -46,18 +52,29 @@ _BUILTINS: dict[str, _Builtin] = {
         "vecmigrate.connectors.milvus.connector:MilvusConnector", "milvus", "pymilvus"
     ),
     "milvus+lite": _Builtin(
-        "vecmigrate.connectors.milvus.connector:MilvusConnector", "milvus", "pymilvus"
+        "vecmigrate.connectors.milvus.connector:MilvusConnector",
+        "milvus",
+        "pymilvus",
+        one_process=True,
     ),
     "qdrant": _Builtin(
         "vecmigrate.connectors.qdrant.connector:QdrantConnector", "qdrant", "qdrant_client"
     ),
     "qdrant+local": _Builtin(
-        "vecmigrate.connectors.qdrant.connector:QdrantConnector", "qdrant", "qdrant_client"
+        "vecmigrate.connectors.qdrant.connector:QdrantConnector",
+        "qdrant",
+        "qdrant_client",
+        one_process=True,
     ),
     "qdrant+edge": _Builtin(
-        "vecmigrate.connectors.qdrant.edge:QdrantEdgeConnector", "qdrant", "qdrant_edge"
+        "vecmigrate.connectors.qdrant.edge:QdrantEdgeConnector",
+        "qdrant",
+        "qdrant_edge",
+        one_process=True,
     ),
-    "faiss": _Builtin("vecmigrate.connectors.faiss.connector:FaissConnector", "faiss", "faiss"),
+    "faiss": _Builtin(
+        "vecmigrate.connectors.faiss.connector:FaissConnector", "faiss", "faiss", one_process=True
+    ),
     "sqlitevec": _Builtin(
         "vecmigrate.connectors.sqlitevec.connector:SqliteVecConnector", "sqlitevec", "sqlite_vec"
     ),
@@ -95,6 +112,22 @@ def _import(target: str) -> type[Connector]:
     module_name, _, attr = target.partition(":")
     cls: type[Connector] = getattr(importlib.import_module(module_name), attr)
     return cls
+
+
+def single_process(uri: ConnectorURI) -> str | None:
+    """Why only one process at a time may open ``uri``'s collection; None if many may.
+
+    A built-in connector whose class never says so answers None without importing its client
+    (importing LanceDB's takes ~1 s, which the Ray executor would wait for before starting).
+    """
+    scheme = uri.scheme.lower()
+    builtin = _BUILTINS.get(scheme)
+    plugin = scheme in _registered or any(
+        ep.name == scheme for ep in entry_points(group=ENTRY_POINT_GROUP)
+    )
+    if builtin is not None and not builtin.one_process and not plugin:
+        return None
+    return connector_class(scheme).single_process(uri)
 
 
 def connector_class(scheme: str) -> type[Connector]:

@@ -32,7 +32,7 @@ from vecmigrate.connectors.registry import (
     PROCESS_CHOICES,
     connect,
     connect_writer,
-    connector_class,
+    single_process,
 )
 from vecmigrate.engine.ledger import Ledger, PartitionState
 from vecmigrate.engine.mapping import MappingReport, map_spec
@@ -364,7 +364,7 @@ class CopyJob:
     def _check_ray_can_open(self) -> None:
         """Refuse, before Ray starts, a collection that worker processes cannot open."""
         for role, uri in (("source", self.source_uri), ("target", self.target_uri)):
-            why = connector_class(uri.scheme).single_process(uri)
+            why = single_process(uri)
             if why is not None:
                 raise ConfigError(
                     f"--executor ray opens the {role} in every worker process, but {why} "

@@ -24,7 +24,7 @@ from typing import Any
 
 from vecmigrate.engine.ledger import Ledger, PartitionState
 from vecmigrate.engine.transforms import PortableTransform, shape_for_run
-from vecmigrate.errors import ConfigError, MissingDependency, VecmigrateError
+from vecmigrate.errors import ConfigError, ConnectorError, MissingDependency, VecmigrateError
 
 log = logging.getLogger("vecmigrate.ray")
 SLICE_BATCHES = 8
@@ -182,7 +182,10 @@ class RayLaunch:
             else:
                 kwargs["num_cpus"] = job.options.workers
                 kwargs["include_dashboard"] = False
-            ray.init(**kwargs)
+            try:
+                ray.init(**kwargs)
+            except ConnectionError as exc:
+                raise ConnectorError(_unreachable(job.options.ray_address, exc)) from exc
         options = {
             "batch_size": job.options.batch_size,
             "workers": 1,
@@ -207,6 +210,21 @@ class RayLaunch:
             with contextlib.suppress(Exception):  # already ended by the run
                 self.ray.kill(actor, no_restart=True)
         self.actors = []
+
+
+def _unreachable(address: str | None, exc: BaseException) -> str:
+    """Why connecting to the cluster at ``--ray-address`` failed, and what to check."""
+    where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+    hint = "check that it is running and that this machine can reach it"
+    if address and address != "auto" and os.environ.get("RAY_AUTH_MODE") is None:
+        # Ray sends its token to an address named explicitly only when told to, and clusters
+        # started by `ray start` require one by default
+        hint += (
+            "; a cluster with token authentication (the default of `ray start`) also needs "
+            "RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+            "~/.ray/auth_token (or pass --ray-address auto on the head node)"
+        )
+    return f"--ray-address: could not connect to {where} ({exc}); {hint}"
 
 
 def copy_on_ray(
