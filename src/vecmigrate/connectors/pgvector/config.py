@@ -18,6 +18,7 @@ DEFAULT_PORT = 5432
 IDENTIFIER_MAX_BYTES = 63
 INDEX_CHOICES = ("auto", "hnsw", "ivfflat", "none")
 SEARCH_CHOICES = ("index", "exact")
+READER_CHOICES = ("auto", "adbc", "psycopg")  # how scans read: ADBC's COPY into Arrow, or rows
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -52,6 +53,7 @@ class PgvectorConfig:
     connect_timeout: int
     sslmode: str | None
     password: str | None
+    reader: str = "auto"  # auto (ADBC when installed), adbc or psycopg
 
     @classmethod
     def from_uri(cls, uri: ConnectorURI) -> PgvectorConfig:
@@ -69,6 +71,7 @@ class PgvectorConfig:
                 "maintenance_work_mem",
                 "connect_timeout",
                 "sslmode",
+                "reader",
             }
         )
         host, port = uri.address(DEFAULT_PORT)
@@ -96,6 +99,11 @@ class PgvectorConfig:
             raise ConfigError(
                 f"pgvector: search={search!r}: use one of {', '.join(SEARCH_CHOICES)}"
             )
+        reader = (uri.option("reader") or "auto").lower()
+        if reader not in READER_CHOICES:
+            raise ConfigError(
+                f"pgvector: reader={reader!r}: use one of {', '.join(READER_CHOICES)}"
+            )
         ef_search = uri.int_option("ef_search", 0) or None
         probes = uri.int_option("probes", 0) or None
         user = uri.user or os.environ.get("PGUSER") or getpass.getuser()
@@ -117,6 +125,7 @@ class PgvectorConfig:
             connect_timeout=uri.int_option("connect_timeout", 10),
             sslmode=uri.option("sslmode"),
             password=secret(uri, "password", env_default="PGPASSWORD"),
+            reader=reader,
         )
 
     def connect_kwargs(self) -> dict[str, Any]:

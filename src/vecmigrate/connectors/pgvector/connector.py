@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+import psycopg.conninfo
 import pyarrow as pa
 from psycopg import sql
 
@@ -27,6 +28,7 @@ from vecmigrate.connectors.base import (
     ScanBatch,
     WriteToken,
 )
+from vecmigrate.connectors.pgvector import adbc_read
 from vecmigrate.connectors.pgvector.access import grant_entries
 from vecmigrate.connectors.pgvector.codec import vector_text
 from vecmigrate.connectors.pgvector.config import PgvectorConfig, check_identifier
@@ -52,7 +54,13 @@ from vecmigrate.connectors.pgvector.sql import (
     id_type_of,
     vector_type,
 )
-from vecmigrate.errors import ConfigError, SchemaMismatch, TerminalError, Unsupported
+from vecmigrate.errors import (
+    ConfigError,
+    MissingDependency,
+    SchemaMismatch,
+    TerminalError,
+    Unsupported,
+)
 from vecmigrate.records import check_batch, conform
 from vecmigrate.spec import AccessEntry, CollectionSpec, Metric, VectorField
 from vecmigrate.uri import ConnectorURI
@@ -246,9 +254,20 @@ class PgvectorConnector(Connector):
         with self._translated("scan"):
             conn = self._connect()  # its own: the scan runs a query on a helper thread
             try:
-                yield from plan.scan(conn, partition, cursor, batch_size)
+                yield from plan.scan(conn, partition, cursor, batch_size, self._adbc_conninfo())
             finally:
                 conn.close()
+
+    def _adbc_conninfo(self) -> str | None:
+        """libpq connection string for ADBC scans (``?reader=``), None to read with psycopg."""
+        reader = self.config.reader
+        if reader == "psycopg":
+            return None
+        if not adbc_read.available():
+            if reader == "adbc":
+                raise MissingDependency("adbc_driver_postgresql", "pgvector")
+            return None
+        return psycopg.conninfo.make_conninfo(**self.config.connect_kwargs())
 
     def fetch(self, ids: Sequence[Any]) -> pa.RecordBatch:
         plan = self._read_plan()

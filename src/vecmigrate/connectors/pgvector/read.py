@@ -4,17 +4,18 @@ Each batch is one ``SELECT ... WHERE key > last AND lo <= key < hi ORDER BY key 
 (no transaction stays open between batches, so a slow consumer holds nothing on the server).
 psycopg builds the rows in C; vectors arrive in pgvector's binary form and are decoded
 column-wise with numpy; timestamps are read as microseconds and json as text. (A binary
-``COPY TO`` stream was tried: psycopg parses it one Python call per row, which was slower.)
+``COPY TO`` stream was tried: psycopg parses it one Python call per row, which was slower;
+ADBC's driver parses it in C++, see ``adbc_read``.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pyarrow as pa
@@ -27,7 +28,12 @@ from vecmigrate.connectors.pgvector.sql import Column, id_read_expr, read_expr
 from vecmigrate.errors import DataError
 from vecmigrate.spec import CollectionSpec, MetadataField, MetadataType
 
+if TYPE_CHECKING:
+    from vecmigrate.connectors.pgvector.adbc_read import AdbcPages
+
 UTC_MICROS = pa.timestamp("us", tz="UTC")
+# a fetched page: its row count, its last key, and how to make its record batch
+Page = tuple[int, Any, Callable[[], pa.RecordBatch]]
 
 
 @dataclass(frozen=True)
@@ -131,40 +137,62 @@ class ReadPlan:
         partition: Partition,
         cursor: str | None,
         batch_size: int,
+        adbc_conninfo: str | None = None,
     ) -> Iterator[ScanBatch]:
         """Pages of the partition after ``cursor``; each batch's cursor is its last key.
 
         The next page is fetched on a helper thread while this one is converted, so the
         server works while the client decodes. ``conn`` must not be used by anyone else.
+        With ``adbc_conninfo`` the pages are read through ADBC (``adbc_read``) when every
+        column suits it.
         """
         lo = partition.bounds.get("lo")
         hi = partition.bounds.get("hi")
         start = json.loads(cursor) if cursor is not None else None
+        adbc = self._adbc(conn, adbc_conninfo)
 
-        def page(after: Any) -> list[tuple[Any, ...]]:
+        def page(after: Any) -> Page:
             query = self.page_sql(after=after is not None, lo=lo is not None, hi=hi is not None)
             params = {"after": after, "lo": lo, "hi": hi, "limit": batch_size}
+            if adbc is not None:
+                table = adbc.fetch(query, params)
+                last = table.column(0)[-1].as_py() if table.num_rows else None
+                return table.num_rows, last, lambda: adbc.to_batch(table)
             with conn.cursor(binary=True) as cur:
                 cur.execute(query, params)
-                return cur.fetchall()
+                rows = cur.fetchall()
+            return len(rows), rows[-1][0] if rows else None, lambda: self.to_batch(rows)
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgvector-scan") as pool:
-            pending: Future[list[tuple[Any, ...]]] | None = pool.submit(page, start)
-            try:
-                while pending is not None:
-                    rows = pending.result()
-                    pending = None
-                    if not rows:
-                        return
-                    last = rows[-1][0]
-                    if len(rows) == batch_size:
-                        pending = pool.submit(page, last)
-                    yield ScanBatch(batch=self.to_batch(rows), cursor=json.dumps(last))
-            finally:
-                if pending is not None:
-                    pending.cancel()
-                    with contextlib.suppress(Exception):
-                        pending.result()  # never leave a query running on the connection
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgvector-scan") as pool:
+                pending: Future[Page] | None = pool.submit(page, start)
+                try:
+                    while pending is not None:
+                        count, last, build = pending.result()
+                        pending = None
+                        if not count:
+                            return
+                        if count == batch_size:
+                            pending = pool.submit(page, last)
+                        yield ScanBatch(batch=build(), cursor=json.dumps(last))
+                finally:
+                    if pending is not None:
+                        pending.cancel()
+                        with contextlib.suppress(Exception):
+                            pending.result()  # never leave a query running on the connection
+        finally:
+            if adbc is not None:
+                adbc.close()
+
+    def _adbc(self, conn: psycopg.Connection[Any], conninfo: str | None) -> AdbcPages | None:
+        """An ADBC page reader when asked for (``conninfo``) and every column suits it."""
+        if conninfo is None:
+            return None
+        from vecmigrate.connectors.pgvector.adbc_read import AdbcPages, usable
+
+        if not usable(self):
+            return None
+        return AdbcPages(self, conn, conninfo)
 
     def fetch(self, conn: psycopg.Connection[Any], ids: Sequence[Any]) -> pa.RecordBatch:
         query = sql.SQL("SELECT {} FROM {} WHERE {} = ANY(%s)").format(
