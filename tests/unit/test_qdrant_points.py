@@ -6,6 +6,8 @@ import uuid
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vecmigrate.connectors.qdrant.points import SMALL, point_id, point_ids
 
@@ -34,3 +36,18 @@ def test_integer_ids_map_only_negatives() -> None:
     mapped, originals = point_ids(pa.array([1, -1, 2], pa.int64()))
     assert mapped[0] == 1 and mapped[2] == 2 and mapped[1] == point_id(-1)
     assert originals == [None, -1, None]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_mapped_id_is_uuid5_of_the_text(text: str) -> None:
+    """The hand-rolled uuid5 (no UUID object) is the standard one, for any text."""
+    from vecmigrate.connectors.qdrant.points import ID_NAMESPACE, mapped_id
+
+    try:
+        want = str(uuid.uuid5(ID_NAMESPACE, text))
+    except UnicodeEncodeError:  # lone surrogates: neither can encode them
+        with pytest.raises(UnicodeEncodeError):
+            mapped_id(text)
+        return
+    assert mapped_id(text) == want
