@@ -3,15 +3,18 @@ re-embedding in actors that load the model once (the real offline MiniLM)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +46,7 @@ N = 30_000
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
     ray.init(
+        address="local",  # not a cluster `ray start` made (or left its address behind)
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
@@ -260,6 +264,11 @@ def head_node() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        # as `ray stop` does: a later ray.init() without an address would try this cluster
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        with contextlib.suppress(OSError):
+            if current.read_text().strip().endswith(f":{port}"):
+                current.unlink()
 
 
 def _cli_copy(
@@ -300,3 +309,21 @@ def test_a_cluster_that_wants_a_token_gets_a_clear_error(
     assert "RAY_AUTH_MODE=token" in out["message"]
     with connect(target) as conn:
         assert not conn.exists()  # refused before anything was written
+
+
+def test_an_ended_clusters_address_left_behind_does_not_stop_a_local_copy(
+    source: tuple[str, pa.Table], tmp_path: Path
+) -> None:
+    """`ray start` records its cluster for later ray.init() calls; a cluster that ended without
+    `ray stop` leaves that record. A copy without --ray-address starts its own cluster."""
+    uri, table = source
+    ray_tmp = Path(tempfile.mkdtemp(prefix="vmray-", dir="/tmp"))  # short: socket paths
+    try:
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+        target = f"lancedb://{tmp_path / 'dst'}?table=items"
+        res = _cli_copy(uri, target, tmp_path / "s", RAY_TMPDIR=str(ray_tmp))
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert _read(target).equals(table.sort_by(ID))
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -254,7 +254,12 @@ def copy(
         str, typer.Option("--executor", help="local (threads) or ray (tasks on a Ray cluster).")
     ] = "local",
     ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="Ray cluster address (default: local).")
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Ray cluster HOST:PORT, or 'auto' for the one `ray start` made here "
+            "(default: RAY_ADDRESS, else a local cluster of the copy's own).",
+        ),
     ] = None,
     target_process: TargetProcess = "auto",
     embed: embed_cli.Embed = None,

@@ -177,15 +177,18 @@ class RayLaunch:
         started = time.monotonic()
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
-            if job.options.ray_address:
-                kwargs["address"] = job.options.ray_address
-            else:
+            address = job.options.ray_address or os.environ.get("RAY_ADDRESS") or None
+            if address:
+                kwargs["address"] = address
+            else:  # a cluster of its own, also when `ray start` made one (or left its address)
+                kwargs["address"] = "local"
                 kwargs["num_cpus"] = job.options.workers
                 kwargs["include_dashboard"] = False
             try:
                 ray.init(**kwargs)
             except ConnectionError as exc:
-                raise ConnectorError(_unreachable(job.options.ray_address, exc)) from exc
+                flag = "--ray-address" if job.options.ray_address else "RAY_ADDRESS"
+                raise ConnectorError(_unreachable(address, exc, flag)) from exc
         options = {
             "batch_size": job.options.batch_size,
             "workers": 1,
@@ -212,7 +215,7 @@ class RayLaunch:
         self.actors = []
 
 
-def _unreachable(address: str | None, exc: BaseException) -> str:
+def _unreachable(address: str | None, exc: BaseException, flag: str = "--ray-address") -> str:
     """Why connecting to the cluster at ``--ray-address`` failed, and what to check."""
     where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
     hint = "check that it is running and that this machine can reach it"
@@ -224,7 +227,7 @@ def _unreachable(address: str | None, exc: BaseException) -> str:
             "RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
             "~/.ray/auth_token (or pass --ray-address auto on the head node)"
         )
-    return f"--ray-address: could not connect to {where} ({exc}); {hint}"
+    return f"{flag}: could not connect to {where} ({exc}); {hint}"
 
 
 def copy_on_ray(
