@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +25,6 @@ from vecmigrate.connectors.pgvector.read import UTC_MICROS, ReadPlan
 from vecmigrate.errors import DataError
 from vecmigrate.spec import MetadataType
 
-log = logging.getLogger("vecmigrate.pgvector")
 _U8 = np.dtype(np.uint8)
 
 
