@@ -20,7 +20,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import errors as pgerr
 
-from vecmigrate.connectors.pgvector.codec import decode_vectors
+from vecmigrate.connectors.pgvector.codec import decode_vectors, vectors_from_binary
 from vecmigrate.connectors.pgvector.read import UTC_MICROS, ReadPlan
 from vecmigrate.errors import DataError
 from vecmigrate.spec import MetadataType
@@ -117,9 +117,7 @@ def _vectors(values: pa.Array, dim: int, *, half: bool, ids: pa.Array, field: st
             raise DataError(exc.reason, row=row, record_id=ids[row].as_py(), field=field) from exc
     start = int(offsets[0])
     raw = np.frombuffer(binary.buffers()[2], dtype=_U8)[start : start + n * size]
-    body = np.ascontiguousarray(raw.reshape(n, size)[:, 4:]).view(">f2" if half else ">f4")
-    flat = pa.array(body.astype(np.float32).reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(flat, dim)
+    return vectors_from_binary(raw, n, dim, half=half)
 
 
 @contextlib.contextmanager

@@ -254,15 +254,21 @@ def decode_vectors(values: Sequence[bytes | None], dim: int, *, half: bool = Fal
         value = values[bad]
         got = struct.unpack(">h", value[:2])[0] if value else "?"
         raise DataError(f"vector has {got} dimensions, expected {dim}", row=bad)
-    rows = raw.reshape(n, 4 + width * dim)
-    body = np.ascontiguousarray(rows[:, 4:]).view(">f2" if half else ">f4")
-    matrix = body.astype(np.float32)
-    flat = pa.array(matrix.reshape(-1))
     if not nulls:
-        return pa.FixedSizeListArray.from_arrays(flat, dim)
+        return vectors_from_binary(raw, n, dim, half=half)
     mask = np.zeros(n, dtype=bool)
     mask[nulls] = True
-    return pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(mask))
+    return vectors_from_binary(raw, n, dim, half=half, mask=pa.array(mask))
+
+
+def vectors_from_binary(
+    raw: np.ndarray, n: int, dim: int, *, half: bool = False, mask: pa.Array | None = None
+) -> pa.Array:
+    """``n`` pgvector binary values of ``dim`` laid end to end (uint8) -> fixed_size_list."""
+    rows = raw.reshape(n, 4 + (2 if half else 4) * dim)
+    body = np.ascontiguousarray(rows[:, 4:]).view(">f2" if half else ">f4")
+    flat = pa.array(body.astype(np.float32).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, dim, mask=mask)
 
 
 def decode_sparse(values: Sequence[bytes | None]) -> pa.Array:
