@@ -99,10 +99,14 @@ class RouterState:
             version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
             if self._phase is not None and self._phase[0] == version:
                 return self._phase[1]
-            row = self._db.execute("SELECT value FROM state WHERE key = 'phase'").fetchone()
-            phase = Phase(json.loads(row[0]) if row else Phase.OLD_ONLY.value)
+            phase = self._stored_phase()
             self._phase = (version, phase)
             return phase
+
+    def _stored_phase(self) -> Phase:
+        """The phase in the file (under ``_lock``)."""
+        row = self._db.execute("SELECT value FROM state WHERE key = 'phase'").fetchone()
+        return Phase(json.loads(row[0]) if row else Phase.OLD_ONLY.value)
 
     def swap_phase(
         self, expected: Phase, phase: Phase, actor: str, event: str, evidence: dict[str, Any]
@@ -112,18 +116,13 @@ class RouterState:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute("SELECT value FROM state WHERE key = 'phase'").fetchone()
-                current = Phase(json.loads(row[0]) if row else Phase.OLD_ONLY.value)
-                if current is not expected:
+                if self._stored_phase() is not expected:
                     self._db.execute("ROLLBACK")
                     return False
                 self._db.execute(
                     "INSERT OR REPLACE INTO state VALUES ('phase', ?)", (json.dumps(phase.value),)
                 )
-                self._db.execute(
-                    "INSERT INTO audit (at, actor, event, evidence) VALUES (?, ?, ?, ?)",
-                    (time.time(), actor, event, json.dumps(evidence, default=str)),
-                )
+                self._audit(actor, event, evidence)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -134,10 +133,14 @@ class RouterState:
     # -- audit --------------------------------------------------------------------------
     def log(self, actor: str, event: str, evidence: dict[str, Any]) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT INTO audit (at, actor, event, evidence) VALUES (?, ?, ?, ?)",
-                (time.time(), actor, event, json.dumps(evidence, default=str)),
-            )
+            self._audit(actor, event, evidence)
+
+    def _audit(self, actor: str, event: str, evidence: dict[str, Any]) -> None:
+        """One audit entry (under ``_lock``)."""
+        self._db.execute(
+            "INSERT INTO audit (at, actor, event, evidence) VALUES (?, ?, ?, ?)",
+            (time.time(), actor, event, json.dumps(evidence, default=str)),
+        )
 
     def audit(self) -> list[dict[str, Any]]:
         with self._lock:
