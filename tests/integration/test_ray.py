@@ -274,11 +274,7 @@ def head_node() -> Iterator[str]:
 def _cli_copy(
     src: str, dst: str, state: Path, *extra: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        sys.executable, "-m", "vecmigrate", "copy", src, dst, "--executor", "ray",
-        "--workers", "2", "--batch-size", "2000", "--state-dir", str(state), "--json", "--quiet",
-        *extra,
-    ]  # fmt: skip
+    cmd = [*_copy_cmd(src, dst, state, 2), "--executor", "ray", *extra]
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     return subprocess.run(
         cmd, check=False, capture_output=True, text=True, timeout=300, env={**environ, **env}
