@@ -335,6 +335,11 @@ def run_cli(cmd: list[str], rows: int) -> dict[str, Any]:
     return out
 
 
+def median_at(values: list[float]) -> int:
+    """Index of the median value (the lower middle one of an even count)."""
+    return values.index(sorted(values)[(len(values) - 1) // 2])
+
+
 def copy_rate(result: dict[str, Any]) -> float:
     """Rows/s of a command: a copy's without its client imports (``_common.copy_rate``), else
     the command's own rate, else rows over wall time."""
@@ -376,7 +381,7 @@ def run_pair(sys_: Systems, pair: str, spec: CollectionSpec, args: argparse.Name
         copies.append(run_cli(cmd, args.rows))
     ratios = [copy_rate(c) / min(read, w) for c, w in zip(copies, writes, strict=True)]
     ratio = statistics.median(ratios)
-    at = ratios.index(sorted(ratios)[(len(ratios) - 1) // 2])  # the median pair (lower middle)
+    at = median_at(ratios)
     write, copy = writes[at], copies[at]
     return {
         "pair": pair,
@@ -500,7 +505,7 @@ def run_ray(sys_: Systems, first: dict, args: argparse.Namespace) -> dict[str, A
     started = one_copy("ray", "--executor", "ray")
     walls = [p["wall"] for p in pairs]
     ratio = statistics.median(walls)
-    mid = pairs[walls.index(sorted(walls)[(len(walls) - 1) // 2])]
+    mid = pairs[median_at(walls)]
     return {
         "pair": first["pair"],
         "ray_cpus": 2,
