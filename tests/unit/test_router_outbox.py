@@ -18,7 +18,7 @@ from vecmigrate.connectors.base import WriteToken
 from vecmigrate.connectors.memory.connector import MemoryConnector, MemoryStore
 from vecmigrate.errors import TransientError
 from vecmigrate.routing import Phase, Router, RouterConfig, TriggerConfig
-from vecmigrate.routing.state import batch_to_bytes
+from vecmigrate.routing.state import RouterState, batch_to_bytes
 from vecmigrate.spec import ID
 from vecmigrate.uri import ConnectorURI
 
@@ -179,4 +179,26 @@ def test_outbox_rows_holding_a_whole_ipc_stream_still_drain(
     again = _router(tmp_path, old, new)
     assert again.flush(10)
     _equal()
+    again.close()
+
+
+def test_queued_batches_come_back_equal_whatever_their_schema(tmp_path: Path) -> None:
+    """The outbox keeps each plain schema once (also across a reopen of the file), and a
+    batch with a dictionary column whole; every queued batch reads back equal."""
+    path = tmp_path / "state.sqlite"
+    plain = [make_batch(SPEC, start, 2) for start in (0, 2)]  # equal schemas, two objects
+    coded = pa.record_batch(
+        {ID: pa.array(["a", "b"]), "tag": pa.array(["x", "x"]).dictionary_encode()}
+    )
+    state = RouterState(path)
+    for batch in (*plain, coded):
+        state.enqueue("new", "upsert", batch)
+    state.close()
+    again = RouterState(path)
+    again.enqueue("new", "upsert", make_batch(SPEC, 4, 2))  # the stored schema, found again
+    queued = again.pending("new")
+    assert [again.batch(item) for item in queued] == [*plain, coded, make_batch(SPEC, 4, 2)]
+    ids = {item.schema_id for item in queued}
+    assert None in ids  # the dictionary batch travels as a whole IPC stream
+    assert len(ids - {None}) == 1  # one stored schema for every plain batch
     again.close()

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -168,35 +167,45 @@ class Router:
         writes_other = phase.writes_new if other == "new" else phase.writes_old
         return primary, (other if writes_other else None)
 
-    @contextmanager
-    def _ordered(self, ids: Sequence[Any]) -> Iterator[None]:
-        """Writes touching the same ids reach the primary and the outbox in one order."""
-        locks = [self._stripes[i] for i in sorted({hash(x) % _STRIPES for x in ids})]
+    def _stripes_of(self, ids: Sequence[Any]) -> list[threading.Lock]:
+        """The locks that order writes touching ``ids`` (taken in index order: no deadlock)."""
+        if len(ids) == 1:
+            return [self._stripes[hash(ids[0]) % _STRIPES]]
+        return [self._stripes[i] for i in sorted({hash(x) % _STRIPES for x in ids})]
+
+    def _write(self, ids: Sequence[Any], op: str, payload: Any) -> None:
+        """Write the primary on the caller's path, queue the secondary; writes touching the
+        same ids reach the primary and the outbox in one order. (The caller's hot path: kept
+        to plain statements, each layer of calls costs a few microseconds.)"""
+        locks = self._stripes_of(ids)
         for lock in locks:
             lock.acquire()
         try:
-            yield
-        finally:
-            for lock in reversed(locks):
-                lock.release()
-
-    def _write(self, ids: Sequence[Any], op: str, payload: Any) -> None:
-        with self._ordered(ids):
             primary, secondary = self._sides_for_write()
             if self._queued[primary]:  # it just became primary: what is queued goes first
                 error = self._drain_side(primary)
                 if error is not None:
                     raise error
             side = self.sides[primary]
-            if op == "upsert":
-                self._timed(primary, lambda: side.upsert(payload), kind="write")
-            else:
-                self._timed(primary, lambda: side.delete(payload), kind="write")
+            t0 = time.perf_counter()
+            try:
+                if op == "upsert":
+                    side.upsert(payload)
+                else:
+                    side.delete(payload)
+            except Exception:
+                self.evidence.op(primary, time.perf_counter() - t0, ok=False, kind="write")
+                self._check_triggers()
+                raise
+            self.evidence.op(primary, time.perf_counter() - t0, ok=True, kind="write")
             if secondary is not None:
                 batch = payload if op == "upsert" else pa.record_batch({"id": pa.array(payload)})
                 self.state.enqueue(secondary, op, batch)
                 with self._queued_lock:
                     self._queued[secondary] += 1
+        finally:
+            for lock in reversed(locks):
+                lock.release()
 
     def upsert(self, batch: pa.RecordBatch) -> None:
         ids = batch.column("id").to_pylist() if batch.num_rows else []

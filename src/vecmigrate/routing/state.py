@@ -74,6 +74,8 @@ class RouterState:
         if "schema_id" not in columns:
             self._db.execute("ALTER TABLE outbox ADD COLUMN schema_id INTEGER")
         self._schemas: dict[int, pa.Schema] = {}
+        # the schemas of queued batches seen so far, read without the lock on the write path
+        self._plain: tuple[tuple[int, pa.Schema], ...] = ()
         self._phase: tuple[int, Phase] | None = None  # (data_version read at, phase)
 
     def close(self) -> None:
@@ -154,26 +156,39 @@ class RouterState:
     # -- outbox -------------------------------------------------------------------------
     def _schema_id(self, schema: pa.Schema) -> int:
         """The id of ``schema`` in ``schemas`` (stored on first use); under ``_lock``."""
-        for sid, known in self._schemas.items():
-            if known.equals(schema, check_metadata=True):
-                return sid
-        data = schema.serialize().to_pybytes()
-        row = self._db.execute("SELECT id FROM schemas WHERE schema = ?", (data,)).fetchone()
-        if row is None:
-            row = (self._db.execute("INSERT INTO schemas (schema) VALUES (?)", (data,)).lastrowid,)
-        self._schemas[int(row[0])] = schema
-        return int(row[0])
+        sid = next(
+            (k for k, known in self._schemas.items() if known.equals(schema, check_metadata=True)),
+            None,
+        )
+        if sid is None:
+            data = schema.serialize().to_pybytes()
+            row = self._db.execute("SELECT id FROM schemas WHERE schema = ?", (data,)).fetchone()
+            if row is None:
+                row = (
+                    self._db.execute("INSERT INTO schemas (schema) VALUES (?)", (data,)).lastrowid,
+                )
+            sid = int(row[0])
+            self._schemas[sid] = schema
+        self._plain = (*self._plain, (sid, schema))
+        return sid
 
     def enqueue(self, side: str, op: str, batch: pa.RecordBatch) -> None:
         """Queue ``batch`` (rows to upsert, or an ``id`` column to delete) for ``side``."""
-        plain = not any(pa.types.is_dictionary(f.type) for f in batch.schema)
-        payload = batch.serialize().to_pybytes() if plain else batch_to_bytes(batch)
+        schema = batch.schema
+        sid: int | None = None
+        for known_id, known in self._plain:  # a schema seen before: the usual case
+            if known.equals(schema, check_metadata=True):
+                sid = known_id
+                break
+        plain = sid is not None or not any(pa.types.is_dictionary(f.type) for f in schema)
+        payload = batch.serialize() if plain else batch_to_bytes(batch)
         with self._lock:
-            sid = self._schema_id(batch.schema) if plain else None
+            if plain and sid is None:
+                sid = self._schema_id(schema)
             self._db.execute(
                 "INSERT INTO outbox (side, op, payload, rows, created, schema_id) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (side, op, payload, batch.num_rows, time.time(), sid),
+                (side, op, memoryview(payload), batch.num_rows, time.time(), sid),
             )
 
     def batch(self, item: PendingWrite) -> pa.RecordBatch:
