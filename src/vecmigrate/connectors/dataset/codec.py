@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,6 +11,8 @@ import pyarrow as pa
 from vecmigrate.errors import DataError
 from vecmigrate.records import conform
 from vecmigrate.spec import CollectionSpec
+
+TEXT_SLICE_ROWS = 1024  # rows a text format encodes at a time
 
 
 def at(err: DataError, *, file: str, row_offset: int, line: int | None = None) -> DataError:
@@ -33,8 +35,15 @@ class ShardCodec:
     format: ClassVar[str] = ""
     extension: ClassVar[str] = ""
 
-    def encode(self, batch: pa.RecordBatch, spec: CollectionSpec) -> bytes:
+    def encode(self, batch: pa.RecordBatch, spec: CollectionSpec) -> bytes | memoryview:
+        """The shard file's bytes (a memoryview where the writer's buffer can be lent)."""
         raise NotImplementedError
+
+    def pieces(self, batch: pa.RecordBatch, spec: CollectionSpec) -> Iterator[bytes | memoryview]:
+        """The shard file in consecutive pieces, as :func:`write_shard` writes them; formats
+        whose rows are text encode a slice of rows at a time (a 768-d vector is ~10 KB of
+        text: a whole batch of it would be held several times over while it is joined)."""
+        yield self.encode(batch, spec)
 
     def decode(
         self, path: Path, spec: CollectionSpec, *, label: str, start: int, batch_size: int
@@ -104,3 +113,41 @@ class ShardCodec:
             line_of = lines or (lambda row: self.line_of(path, row))
             line = line_of(first_row + err.row) if err.row is not None else None
             raise at(err, file=label, row_offset=first_row, line=line) from err
+
+
+def _take_rows(
+    pending: list[pa.RecordBatch], n: int
+) -> tuple[pa.RecordBatch, list[pa.RecordBatch], int]:
+    """The first ``n`` rows of the pending chunks as one batch, and what is left."""
+    table = pa.Table.from_batches(pending)
+    head = table.slice(0, n).combine_chunks()
+    rest = table.slice(n)
+    out = (
+        head.to_batches()[0]
+        if head.num_rows
+        else pa.RecordBatch.from_pylist([], schema=table.schema)
+    )
+    left = [b for b in rest.to_batches() if b.num_rows]
+    return out, left, rest.num_rows
+
+
+def regroup(
+    parts: Iterable[tuple[int, pa.RecordBatch]], batch_size: int
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """Consecutive ``(first row, batch)`` parts joined into batches of ``batch_size`` rows
+    (the last one shorter), each with the row of its first record."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    first = 0
+    for row, part in parts:
+        if not held:
+            first = row
+        pending.append(part)
+        held += part.num_rows
+        while held >= batch_size:
+            out, pending, held = _take_rows(pending, batch_size)
+            yield first, out
+            first += out.num_rows
+    if held:
+        out, _, _ = _take_rows(pending, held)
+        yield first, out

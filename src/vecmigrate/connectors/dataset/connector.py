@@ -387,7 +387,6 @@ class DatasetConnector(Connector):
                 return
             batch = conform(batch, spec)
             check_batch(batch, spec)
-            payload = self.codec.encode(batch, spec)
             ext = self.codec.extension
             with self._lock:
                 if not self._in_progress:
@@ -398,7 +397,7 @@ class DatasetConnector(Connector):
                     name = ShardName.counted(self._run, self._next_seq(), ext)
                 self.data.mkdir(parents=True, exist_ok=True)
         with mapped(f"{self.folder}/{name.path}"):
-            write_shard(self.data, name, payload, batch.num_rows)
+            write_shard(self.data, name, self.codec.pieces(batch, spec), batch.num_rows)
 
     def _next_seq(self) -> int:
         if self._seq is None:
@@ -512,7 +511,7 @@ class DatasetConnector(Connector):
         return write_shard(
             self.data,
             name,
-            codec.encode(batch, spec),
+            codec.pieces(batch, spec),
             batch.num_rows,
             written_ns=summary.written_ns,
         )

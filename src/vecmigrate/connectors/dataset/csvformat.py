@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
-from vecmigrate.connectors.dataset.codec import ShardCodec, at
+from vecmigrate.connectors.dataset.codec import TEXT_SLICE_ROWS, ShardCodec, at, regroup
 from vecmigrate.connectors.dataset.textvalues import (
     list_text,
     parse_json_texts,
@@ -50,7 +50,7 @@ class CsvCodec(ShardCodec):
     format = "csv"
     extension = "csv"
 
-    def encode(self, batch: pa.RecordBatch, spec: CollectionSpec) -> bytes:
+    def encode(self, batch: pa.RecordBatch, spec: CollectionSpec, *, header: bool = True) -> bytes:
         arrays = []
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
             vf = next((v for v in spec.vectors if v.name == name), None)
@@ -63,8 +63,15 @@ class CsvCodec(ShardCodec):
                 arrays.append(column)
         table = pa.Table.from_arrays(arrays, names=batch.schema.names)
         sink = io.BytesIO()
-        pcsv.write_csv(table, sink, pcsv.WriteOptions(quoting_style="needed"))
+        pcsv.write_csv(
+            table, sink, pcsv.WriteOptions(quoting_style="needed", include_header=header)
+        )
         return sink.getvalue()
+
+    def pieces(self, batch: pa.RecordBatch, spec: CollectionSpec) -> Iterator[bytes | memoryview]:
+        yield self.encode(batch.slice(0, TEXT_SLICE_ROWS), spec)  # the header, and a slice
+        for start in range(TEXT_SLICE_ROWS, batch.num_rows, TEXT_SLICE_ROWS):
+            yield self.encode(batch.slice(start, TEXT_SLICE_ROWS), spec, header=False)
 
     def _options(self, spec: CollectionSpec) -> pcsv.ConvertOptions:
         return pcsv.ConvertOptions(
@@ -102,29 +109,26 @@ class CsvCodec(ShardCodec):
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
             raise DataError("column appears twice (line 1)", file=label, field=dup)
-        pending: list[pa.RecordBatch] = []
-        held = 0
-        row = 0  # rows read so far
-        try:
-            for chunk in reader:
-                if row + chunk.num_rows <= start:
-                    row += chunk.num_rows
-                    continue
-                part = chunk.slice(start - row) if row < start else chunk
-                row = max(row, start)
-                pending.append(part)
-                held += part.num_rows
-                while held >= batch_size:
-                    out, pending, held = _take(pending, batch_size)
-                    yield row, self._convert(out, spec, path=path, label=label, first_row=row)
-                    row += out.num_rows
-        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            raise self._diagnose(path, spec, label, exc) from exc
-        if row < start:
-            raise DataError(f"cursor row {start} is past the end ({row} rows)", file=label)
-        if held:
-            out, _, _ = _take(pending, held)
-            yield row, self._convert(out, spec, path=path, label=label, first_row=row)
+
+        def converted() -> Iterator[tuple[int, pa.RecordBatch]]:
+            row = 0  # rows read so far
+            try:
+                for chunk in reader:
+                    if row + chunk.num_rows <= start:
+                        row += chunk.num_rows
+                        continue
+                    part = chunk.slice(start - row) if row < start else chunk
+                    row = max(row, start)
+                    yield row, self._convert(part, spec, path=path, label=label, first_row=row)
+                    row += part.num_rows
+            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+                raise self._diagnose(path, spec, label, exc) from exc
+            if row < start:
+                raise DataError(f"cursor row {start} is past the end ({row} rows)", file=label)
+
+        # converted as each block arrives: a batch of vectors held as text is ~3x its float32
+        # size, and the conversion's intermediates more
+        yield from regroup(converted(), batch_size)
 
     def _convert(
         self,
@@ -423,19 +427,3 @@ def _bad_cell(
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return f"CSV cell {value[:40]!r} is not a valid {dtype} (line {line})", name
     return None
-
-
-def _take(
-    pending: list[pa.RecordBatch], n: int
-) -> tuple[pa.RecordBatch, list[pa.RecordBatch], int]:
-    """The first ``n`` rows of the pending chunks as one batch, and what is left."""
-    table = pa.Table.from_batches(pending)
-    head = table.slice(0, n).combine_chunks()
-    rest = table.slice(n)
-    out = (
-        head.to_batches()[0]
-        if head.num_rows
-        else pa.RecordBatch.from_pylist([], schema=table.schema)
-    )
-    left = [b for b in rest.to_batches() if b.num_rows]
-    return out, left, rest.num_rows

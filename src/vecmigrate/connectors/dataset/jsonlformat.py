@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from vecmigrate.connectors.dataset.codec import ShardCodec
+from vecmigrate.connectors.dataset.codec import TEXT_SLICE_ROWS, ShardCodec, regroup
 from vecmigrate.connectors.dataset.textvalues import (
     float64_text,
     json_string,
@@ -68,7 +68,7 @@ class JsonlCodec(ShardCodec):
     format = "jsonl"
     extension = "jsonl"
 
-    def encode(self, batch: pa.RecordBatch, spec: CollectionSpec) -> bytes:
+    def encode(self, batch: pa.RecordBatch, spec: CollectionSpec) -> bytes | memoryview:
         if batch.num_rows == 0:
             return b""
         parts = []
@@ -81,7 +81,11 @@ class JsonlCodec(ShardCodec):
         _, offsets_buf, data = lines.buffers()
         offsets = np.frombuffer(offsets_buf, dtype=np.int64)[lines.offset :]
         first, last = int(offsets[0]), int(offsets[len(lines)])
-        return b"" if data is None else data.to_pybytes()[first:last]
+        return b"" if data is None else memoryview(data)[first:last]
+
+    def pieces(self, batch: pa.RecordBatch, spec: CollectionSpec) -> Iterator[bytes | memoryview]:
+        for start in range(0, batch.num_rows, TEXT_SLICE_ROWS):
+            yield self.encode(batch.slice(start, TEXT_SLICE_ROWS), spec)
 
     def line_of(self, path: Path, row: int) -> int | None:
         return row + 1
@@ -90,11 +94,17 @@ class JsonlCodec(ShardCodec):
         self, path: Path, spec: CollectionSpec, *, label: str, start: int, batch_size: int
     ) -> Iterator[tuple[int, pa.RecordBatch]]:
         schema = read_schema(spec)
-        for row, lines in self.raw_chunks(
-            path, spec, label=label, start=start, batch_size=batch_size
-        ):
-            batch = self._parse(lines, schema, spec, label=label, first_row=row)
-            yield row, self.conformed(batch, spec, path=path, label=label, first_row=row)
+
+        def parsed() -> Iterator[tuple[int, pa.RecordBatch]]:
+            for row, lines in self.raw_chunks(
+                path, spec, label=label, start=start, batch_size=min(batch_size, TEXT_SLICE_ROWS)
+            ):
+                batch = self._parse(lines, schema, spec, label=label, first_row=row)
+                yield row, self.conformed(batch, spec, path=path, label=label, first_row=row)
+
+        # parsed a slice of lines at a time (a batch of vectors held as text is ~3x its
+        # float32 size), joined into batches of ``batch_size`` rows
+        yield from regroup(parsed(), batch_size)
 
     def raw_chunks(
         self, path: Path, spec: CollectionSpec, *, label: str, start: int, batch_size: int

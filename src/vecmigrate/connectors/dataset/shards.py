@@ -15,6 +15,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,17 +127,27 @@ def remove_shard(data: Path, name: ShardName) -> None:
 
 
 def write_shard(
-    data: Path, name: ShardName, payload: bytes, rows: int, written_ns: int | None = None
+    data: Path,
+    name: ShardName,
+    pieces: Iterable[bytes | memoryview],
+    rows: int,
+    written_ns: int | None = None,
 ) -> ShardSum:
-    """Write (or replace) one shard atomically and record its checksum in the sidecar."""
+    """Write (or replace) one shard atomically, from its consecutive ``pieces``, and record
+    its size and checksum in the sidecar."""
     target = data / name.name
     side = sidecar_path(target)
     with contextlib.suppress(FileNotFoundError):
         side.unlink()
     tmp = data / f".{name.name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
+    digest = hashlib.sha256()
+    size = 0
     try:
         with tmp.open("wb") as fh:
-            fh.write(payload)
+            for piece in pieces:
+                fh.write(piece)
+                digest.update(piece)
+                size += memoryview(piece).nbytes
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -147,8 +158,8 @@ def write_shard(
     fsync_dir(data)
     summary = ShardSum(
         rows=rows,
-        bytes=len(payload),
-        sha256=hashlib.sha256(payload).hexdigest(),
+        bytes=size,
+        sha256=digest.hexdigest(),
         written_ns=written_ns if written_ns is not None else time.time_ns(),
     )
     write_sum(target, summary)

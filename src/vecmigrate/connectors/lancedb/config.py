@@ -5,7 +5,7 @@ column of a table made elsewhere; ``index`` says whether ``finalize`` builds the
 the spec asks for (auto: from 100k rows, when exact search stops being fast; always; none);
 ``search=exact`` bypasses a vector index in ``query``; ``compact=none`` skips merging small
 fragments in ``finalize``; ``metadata_cache_mb`` bounds Lance's cache of table manifests
-(16 by default; LanceDB's own default, 1 GB, fills up over a long copy: every write is a new
+(4 by default; LanceDB's own default, 1 GB, fills up over a long copy: every write is a new
 version whose manifest lists every fragment).
 """
 
@@ -38,7 +38,7 @@ class LanceDBConfig:
     index: str  # auto: build the spec's vector index in finalize from 100k rows; always; none
     search: str  # index: use a vector index when one exists; exact: flat search always
     compact: str  # auto: merge small fragments in finalize; none: leave them
-    metadata_cache_mb: int = 16  # Lance's manifest cache for this connector's connection
+    metadata_cache_mb: int = 4  # Lance's manifest cache for this connector's connection
 
     @classmethod
     def from_uri(cls, uri: ConnectorURI) -> LanceDBConfig:
@@ -62,7 +62,7 @@ class LanceDBConfig:
             index=_choice(uri, "index", INDEX_CHOICES),
             search=_choice(uri, "search", SEARCH_CHOICES),
             compact=_choice(uri, "compact", COMPACT_CHOICES),
-            metadata_cache_mb=_at_least_one(uri, "metadata_cache_mb", 16),
+            metadata_cache_mb=_at_least_one(uri, "metadata_cache_mb", 4),
         )
 
 
