@@ -226,7 +226,6 @@ def main() -> None:
             turns = [(ours, None), (olds, old_tree)] if old_tree else [(ours, None)]
             for into, tree in turns[:: -1 if i % 2 else 1]:
                 into.append(our_copy(sources[args.rows], work, args.workers, batch_sizes[0], tree))
-        shutil.rmtree(work / "raw", ignore_errors=True)
         raw_rate = statistics.median(raw)
         rate = statistics.median(float(o["copy_rows_per_s"]) for o in ours)
         end_to_end = statistics.median(float(o["end_to_end_rows_per_s"]) for o in ours)

@@ -73,9 +73,9 @@ class RouterState:
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
         if "schema_id" not in columns:
             self._db.execute("ALTER TABLE outbox ADD COLUMN schema_id INTEGER")
+        # stored schemas by id; replaced, never changed in place, so the write path can look
+        # one up without the lock
         self._schemas: dict[int, pa.Schema] = {}
-        # the schemas of queued batches seen so far, read without the lock on the write path
-        self._plain: tuple[tuple[int, pa.Schema], ...] = ()
         self._phase: tuple[int, Phase] | None = None  # (data_version read at, phase)
 
     def close(self) -> None:
@@ -154,12 +154,16 @@ class RouterState:
         ]
 
     # -- outbox -------------------------------------------------------------------------
-    def _schema_id(self, schema: pa.Schema) -> int:
-        """The id of ``schema`` in ``schemas`` (stored on first use); under ``_lock``."""
-        sid = next(
+    def _known(self, schema: pa.Schema) -> int | None:
+        """The id of ``schema`` if it was stored already."""
+        return next(
             (k for k, known in self._schemas.items() if known.equals(schema, check_metadata=True)),
             None,
         )
+
+    def _schema_id(self, schema: pa.Schema) -> int:
+        """The id of ``schema`` in ``schemas`` (stored on first use); under ``_lock``."""
+        sid = self._known(schema)
         if sid is None:
             data = schema.serialize().to_pybytes()
             row = self._db.execute("SELECT id FROM schemas WHERE schema = ?", (data,)).fetchone()
@@ -168,18 +172,13 @@ class RouterState:
                     self._db.execute("INSERT INTO schemas (schema) VALUES (?)", (data,)).lastrowid,
                 )
             sid = int(row[0])
-            self._schemas[sid] = schema
-        self._plain = (*self._plain, (sid, schema))
+            self._schemas = {**self._schemas, sid: schema}
         return sid
 
     def enqueue(self, side: str, op: str, batch: pa.RecordBatch) -> None:
         """Queue ``batch`` (rows to upsert, or an ``id`` column to delete) for ``side``."""
         schema = batch.schema
-        sid: int | None = None
-        for known_id, known in self._plain:  # a schema seen before: the usual case
-            if known.equals(schema, check_metadata=True):
-                sid = known_id
-                break
+        sid = self._known(schema)  # a schema seen before: the usual case
         plain = sid is not None or not any(pa.types.is_dictionary(f.type) for f in schema)
         payload = batch.serialize() if plain else batch_to_bytes(batch)
         with self._lock:
@@ -202,7 +201,7 @@ class RouterState:
                     "SELECT schema FROM schemas WHERE id = ?", (item.schema_id,)
                 ).fetchone()
                 schema = pa.ipc.read_schema(pa.py_buffer(row[0]))
-                self._schemas[item.schema_id] = schema
+                self._schemas = {**self._schemas, item.schema_id: schema}
         return pa.ipc.read_record_batch(pa.py_buffer(item.payload), schema)
 
     def pending(self, side: str, limit: int = 64) -> list[PendingWrite]:
